@@ -1,0 +1,29 @@
+"""Shared fixtures: paths to the real spectra shipped in tests/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+#: Real SDSS/BOSS M-dwarf spec files shipped for tests (see tests/data/README.md).
+SDSS_M_DWARFS = (
+    "spec-0618-52049-0372.fits",
+    "spec-1079-52621-0509.fits",
+    "spec-1123-52882-0065.fits",
+    "spec-5047-55833-0936.fits",
+)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder of real test spectra."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def sdss_files() -> list[Path]:
+    """The real SDSS M-dwarf spec files."""
+    return [DATA / name for name in SDSS_M_DWARFS]
