@@ -1,0 +1,106 @@
+"""The ``bayesslam`` command: thin wrappers around the library's functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bayesslam import __version__
+from bayesslam.continuum import ContinuumSettings
+from bayesslam.errors import BayesSlamError
+from bayesslam.grid import PRODUCTION_WINDOW, model_wavelength
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("bayesslam")
+
+
+def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
+    defaults = ContinuumSettings()
+    parser = subparsers.add_parser(
+        "prepare",
+        help="read, rest-frame shift, resample and continuum-normalize spectra into one FITS file",
+        description=(
+            "Read spectra (SDSS/BOSS spec, SDSS-V mwmStar, LAMOST, or generic tables), shift them to "
+            "the rest frame, resample them onto the BOSS log-lambda model grid and normalize them "
+            "with SLAM's double smoothing spline. Files that fail are reported and listed in the "
+            "output's FAILED table; the others are all written."
+        ),
+    )
+    parser.add_argument("files", nargs="+", type=Path, help="spectrum files")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output FITS file")
+    parser.add_argument(
+        "--window", nargs=2, type=float, default=PRODUCTION_WINDOW, metavar=("LO", "HI"),
+        help="model-grid wavelength window in vacuum Angstrom (default: %(default)s)",
+    )
+    parser.add_argument("--no-rest-frame", action="store_true", help="do not shift to the rest frame")
+    parser.add_argument("--p1", type=float, default=defaults.p1, help="first spline's csaps p (%(default)s)")
+    parser.add_argument("--p2", type=float, default=defaults.p2, help="second spline's csaps p (%(default)s)")
+    parser.add_argument("--dwave", type=float, default=defaults.dwave, help="selection bin width, A (%(default)s)")
+    parser.add_argument("--q", type=float, default=defaults.q, help="selection quantile (%(default)s)")
+    parser.add_argument("--rsv-frac", type=float, default=defaults.rsv_frac,
+                        help="selection half-width in robust sigmas (%(default)s)")
+    parser.add_argument("--plot", type=Path, help="also save a PNG of the prepared spectra")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from bayesslam.prepare import prepare_files, write_prepared
+
+    if args.output.exists() and not args.overwrite:
+        raise BayesSlamError(f"{args.output} exists; pass --overwrite to replace it.")
+    settings = ContinuumSettings(p1=args.p1, p2=args.p2, dwave=args.dwave, q=args.q, rsv_frac=args.rsv_frac)
+    prepared = prepare_files(
+        args.files,
+        model_wavelength(tuple(args.window)),
+        rest_frame=not args.no_rest_frame,
+        settings=settings,
+        progress=sys.stderr.isatty(),
+    )
+    write_prepared(prepared, args.output, overwrite=args.overwrite)
+    logger.info(
+        "prepared %d of %d spectra on %d pixels (%.1f-%.1f A) -> %s",
+        len(prepared), len(args.files), prepared.wave.size, prepared.wave[0], prepared.wave[-1], args.output,
+    )
+    for meta, good in zip(prepared.spectra.meta, (~prepared.spectra.mask).sum(axis=1)):
+        logger.info("  %-28s SNR %6.1f  v_rad %8.1f km/s  usable pixels %d", meta.identifier, meta.snr, meta.v_rad, good)
+    if prepared.failures:
+        logger.warning("%d file(s) failed; see the warnings above and the FAILED table.", len(prepared.failures))
+    if args.plot:
+        from bayesslam.plotting import plot_prepared
+
+        plot_prepared(prepared, args.plot)
+        logger.info("plot -> %s", args.plot)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``bayesslam`` command."""
+    parser = argparse.ArgumentParser(prog="bayesslam", description="Bayesian SLAM for M-dwarf spectra.")
+    parser.add_argument("--version", action="version", version=f"bayesslam {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bayesslam`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except BayesSlamError as exc:
+        logger.error("error: %s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
