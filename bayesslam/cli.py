@@ -78,6 +78,38 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mock(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "mock",
+        help="write a mock BOSS M-dwarf survey (real-format files + true labels)",
+        description=(
+            "Generate a semi-empirical mock survey from the real Kesseli et al. (2017) BOSS templates: "
+            "spectrum files in a real survey layout, labels.csv with the true labels and survey.json."
+        ),
+    )
+    parser.add_argument("--n", type=int, required=True, help="number of field stars")
+    parser.add_argument("--seed", type=int, required=True, help="random seed")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("--binaries", type=int, default=0, help="wide-binary pairs added (sharing [Fe/H])")
+    parser.add_argument("--cluster", type=int, default=0, help="cluster members added (sharing [Fe/H])")
+    parser.add_argument("--format", choices=("sdss-spec", "sdssv-mwm"), default="sdss-spec", help="file layout")
+    parser.add_argument("--snr", nargs=2, type=float, default=(3.0, 50.0), metavar=("LO", "HI"),
+                        help="log-uniform SNR range (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.set_defaults(handler=_run_mock)
+
+
+def _run_mock(args: argparse.Namespace) -> int:
+    from bayesslam.mock import generate_survey_files
+
+    summary = generate_survey_files(
+        args.output, args.n, args.seed, n_binaries=args.binaries, n_cluster=args.cluster,
+        format=args.format, snr_range=tuple(args.snr), overwrite=args.overwrite,
+    )
+    logger.info("mock survey -> %s: %s", args.output, {k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``bayesslam`` command."""
     parser = argparse.ArgumentParser(prog="bayesslam", description="Bayesian SLAM for M-dwarf spectra.")
@@ -85,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging details")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_prepare(subparsers)
+    _add_mock(subparsers)
     return parser
 
 
