@@ -1,0 +1,164 @@
+"""Catalogs: one FITS row per star with MAP and posterior labels, three kinds of sigma, and flags.
+
+Columns, for each label ``L`` of the model (e.g. ``TEFF``):
+
+``L_MAP``, ``L_MAP_ERR``
+    MAP label and its Laplace sigma.
+``L_MEDIAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``
+    Posterior median, 15.87/84.13 percentiles and standard deviation
+    (NaN when no posterior was sampled).
+``L_SNR_ERR``
+    The empirical SNR-law sigma of Qiu et al. (2025) (NaN for labels without one).
+``L_RHAT``, ``L_ESS``
+    Posterior diagnostics.
+``RHO_L1_L2``
+    Laplace correlation coefficient of each label pair.
+
+Plus ``IDENTIFIER``, ``SNR``, ``CHI2``, ``REDUCED_CHI2``, ``N_PIX``,
+``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``, ``OUTSIDE_HULL_FRAC``,
+``DENSITY_PERCENTILE`` and ``FLAGS`` (bits in :class:`Flag`).
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from astropy.table import Table
+
+from bayesslam.domain import TrainingDomain
+from bayesslam.fit import FitStatus, MapResult
+from bayesslam.sample import Posterior
+from bayesslam.snr_law import PAPER_SNR_RANGE, snr_law_sigma
+
+__all__ = ["Flag", "FlagThresholds", "build_catalog", "write_catalog", "describe_flags"]
+
+
+class Flag(enum.IntFlag):
+    """Bits of the catalog's ``FLAGS`` column (0 = no warning)."""
+
+    OUTSIDE_DOMAIN = 1 << 0
+    """MAP labels rarer than the training set's low-density tail, or posterior mass outside its hull."""
+    AT_PRIOR_EDGE = 1 << 1
+    """A MAP label sits at the edge of the prior box."""
+    FIT_FAILED = 1 << 2
+    """The optimizer did not converge (or produced non-finite values)."""
+    RHAT_HIGH = 1 << 3
+    """A label's R-hat exceeds the threshold (default 1.01): not converged."""
+    LOW_ESS = 1 << 4
+    """A label's bulk ESS is below the threshold (default 400)."""
+    DIVERGENCES = 1 << 5
+    """NUTS reported divergent transitions."""
+    LOW_SNR = 1 << 6
+    """SNR below the range over which the SNR-law errors were calibrated (2.3)."""
+    POOR_FIT = 1 << 7
+    """Reduced chi2 above the threshold (default 3): the model does not describe the spectrum."""
+
+
+class FlagThresholds:
+    """Thresholds used to set :class:`Flag` bits (documented defaults)."""
+
+    r_hat: float = 1.01
+    ess: float = 400.0
+    low_snr: float = PAPER_SNR_RANGE[0]
+    reduced_chi2: float = 3.0
+    hull_fraction: float = 0.5
+    density_percentile: float = 1.0
+
+
+def describe_flags() -> str:
+    """Human-readable table of flag bits."""
+    return "\n".join(f"bit {int(f).bit_length() - 1:2d} {f.name}: {f.__doc__ or ''}".rstrip() for f in Flag)
+
+
+def build_catalog(
+    identifiers: Sequence[str],
+    snr: np.ndarray,
+    fit: MapResult,
+    posterior: Posterior | None = None,
+    domain: TrainingDomain | None = None,
+    thresholds: FlagThresholds = FlagThresholds(),
+) -> Table:
+    """Assemble the catalog table.
+
+    Parameters
+    ----------
+    identifiers : sequence of str
+        Star identifiers, in the order of ``fit``.
+    snr : numpy.ndarray
+        SNR per star (NaN when unknown).
+    fit : MapResult
+        MAP results.
+    posterior : Posterior, optional
+        Sampling results for the same stars, same order.
+    domain : TrainingDomain, optional
+        For the out-of-domain measures.
+    thresholds : FlagThresholds
+        Flag thresholds.
+    """
+    n_star = len(fit)
+    names = fit.label_names
+    snr = np.asarray(snr, dtype=float)
+    table = Table()
+    table["IDENTIFIER"] = np.asarray(identifiers, dtype=str)
+    table["SNR"] = snr
+    flags = np.zeros(n_star, dtype=np.int64)
+    laws = snr_law_sigma(snr, names)
+    nan = np.full((n_star, len(names)), np.nan)
+    summary = posterior.summary if posterior is not None else {}
+    for k, name in enumerate(names):
+        col = name.upper()
+        table[f"{col}_MAP"] = fit.labels[:, k]
+        table[f"{col}_MAP_ERR"] = fit.sigma[:, k]
+        table[f"{col}_MEDIAN"] = summary.get("median", nan)[:, k]
+        table[f"{col}_P16"] = summary.get("q16", nan)[:, k]
+        table[f"{col}_P84"] = summary.get("q84", nan)[:, k]
+        table[f"{col}_POST_ERR"] = summary.get("sd", nan)[:, k]
+        table[f"{col}_SNR_ERR"] = laws[:, k]
+        table[f"{col}_RHAT"] = summary.get("r_hat", nan)[:, k]
+        table[f"{col}_ESS"] = summary.get("ess_bulk", nan)[:, k]
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            table[f"RHO_{names[i].upper()}_{names[j].upper()}"] = fit.correlation[:, i, j]
+    table["CHI2"] = fit.chi2
+    table["REDUCED_CHI2"] = fit.reduced_chi2
+    table["N_PIX"] = fit.n_good
+    table["FIT_STATUS"] = fit.status
+    table["N_ITER"] = fit.n_iter
+    n_div = summary.get("n_divergent", np.zeros(n_star, dtype=int))
+    table["N_DIVERGENT"] = n_div
+    hull = np.full(n_star, np.nan)
+    percentile = np.full(n_star, np.nan)
+    if domain is not None:
+        percentile = domain.density_percentile(fit.labels)
+        if posterior is not None:
+            hull = np.array([domain.fraction_outside_hull(posterior.draws(i)) for i in range(n_star)])
+        else:
+            hull = (~domain.inside_hull(fit.labels)).astype(float)
+        outside = (percentile < thresholds.density_percentile) | (hull > thresholds.hull_fraction)
+        flags |= np.where(outside, int(Flag.OUTSIDE_DOMAIN), 0)
+    table["OUTSIDE_HULL_FRAC"] = hull
+    table["DENSITY_PERCENTILE"] = percentile
+    flags |= np.where(np.any(fit.at_bound, axis=1), int(Flag.AT_PRIOR_EDGE), 0)
+    flags |= np.where(fit.status != FitStatus.CONVERGED, int(Flag.FIT_FAILED), 0)
+    if posterior is not None:
+        flags |= np.where(np.any(summary["r_hat"] > thresholds.r_hat, axis=1), int(Flag.RHAT_HIGH), 0)
+        flags |= np.where(np.any(summary["ess_bulk"] < thresholds.ess, axis=1), int(Flag.LOW_ESS), 0)
+        flags |= np.where(n_div > 0, int(Flag.DIVERGENCES), 0)
+    flags |= np.where(~(snr >= thresholds.low_snr), int(Flag.LOW_SNR), 0)
+    flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2), int(Flag.POOR_FIT), 0)
+    table["FLAGS"] = flags
+    table.meta["LABELS"] = ",".join(names)
+    for flag in Flag:
+        table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name
+    return table
+
+
+def write_catalog(table: Table, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the catalog as a FITS binary table (flag bits named in the header)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.write(path, format="fits", overwrite=overwrite)
+    return path
