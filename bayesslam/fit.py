@@ -32,7 +32,7 @@ from jax import Array
 from tqdm.auto import tqdm
 
 from bayesslam.errors import SpectrumValidationError
-from bayesslam.likelihood import pixel_variance
+from bayesslam.likelihood import pixel_variance, usable
 from bayesslam.priors import LabelPrior, default_prior
 
 __all__ = [
@@ -135,8 +135,7 @@ class MapResult:
 
 
 def _weights(ivar: Array, model_variance: Array) -> Array:
-    ivar = jnp.asarray(ivar)
-    return jnp.where(ivar > 0, 1.0 / pixel_variance(ivar, model_variance), 0.0)
+    return jnp.where(usable(ivar, model_variance), 1.0 / pixel_variance(ivar, model_variance), 0.0)
 
 
 def coarse_scan(model_grid: Array, flux: Array, ivar: Array, model_variance: Array) -> Array:
@@ -350,7 +349,7 @@ def fit_map(
     scan = jax.jit(coarse_scan)
     chunk = max(1, min(chunk_size, n_star))
     results: list[MapResult] = []
-    n_good_all = np.sum(ivar > 0, axis=1)
+    n_good_all = np.sum((ivar > 0) & np.isfinite(np.asarray(model.model_variance)), axis=1)
     for start in tqdm(range(0, n_star, chunk), disable=not progress, desc="MAP", unit="chunk"):
         stop = min(start + chunk, n_star)
         pad = chunk - (stop - start)

@@ -8,7 +8,8 @@ with variance
 where ``s_j**2`` is the emulator variance estimated from the out-of-fold CV
 residuals of training, ``noise_scale`` (default 1) inflates the reported
 noise and ``jitter`` (default 0) adds a constant variance floor. Pixels with
-``ivar_j = 0`` (masked) contribute nothing. Every inference path in bayesslam
+``ivar_j = 0`` (masked) and pixels the model could not be trained on
+(``s_j**2 = inf``) contribute nothing. Every inference path in bayesslam
 (MAP, NUTS, emcee) uses :func:`flux_distribution`, so the density is written
 once.
 """
@@ -20,7 +21,7 @@ import numpyro.distributions as dist
 from jax import Array
 from jax.typing import ArrayLike
 
-__all__ = ["pixel_variance", "flux_distribution", "log_likelihood", "chi_square"]
+__all__ = ["usable", "pixel_variance", "flux_distribution", "log_likelihood", "chi_square"]
 
 
 def pixel_variance(
@@ -49,10 +50,17 @@ def pixel_variance(
         callers, their placeholder value of 1 keeps gradients finite).
     """
     ivar = jnp.asarray(ivar)
-    good = ivar > 0
+    model_variance = jnp.asarray(model_variance)
+    good = usable(ivar, model_variance)
     safe_ivar = jnp.where(good, ivar, 1.0)
-    var = noise_scale**2 / safe_ivar + model_variance + jitter**2
+    safe_s2 = jnp.where(jnp.isfinite(model_variance), model_variance, 0.0)
+    var = noise_scale**2 / safe_ivar + safe_s2 + jitter**2
     return jnp.where(good, var, 1.0)
+
+
+def usable(ivar: ArrayLike, model_variance: ArrayLike) -> Array:
+    """Pixels that enter the likelihood: ``ivar > 0`` and a finite emulator variance."""
+    return (jnp.asarray(ivar) > 0) & jnp.isfinite(jnp.asarray(model_variance))
 
 
 def flux_distribution(
@@ -69,7 +77,7 @@ def flux_distribution(
     """
     ivar = jnp.asarray(ivar)
     sigma = jnp.sqrt(pixel_variance(ivar, model_variance, noise_scale, jitter))
-    return dist.Normal(model_flux, sigma).mask(ivar > 0)
+    return dist.Normal(model_flux, sigma).mask(usable(ivar, model_variance))
 
 
 def log_likelihood(
@@ -97,4 +105,4 @@ def chi_square(
     ivar = jnp.asarray(ivar)
     var = pixel_variance(ivar, model_variance, noise_scale, jitter)
     resid2 = (jnp.asarray(flux) - model_flux) ** 2 / var
-    return jnp.sum(jnp.where(ivar > 0, resid2, 0.0), axis=-1)
+    return jnp.sum(jnp.where(usable(ivar, model_variance), resid2, 0.0), axis=-1)

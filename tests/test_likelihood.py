@@ -45,3 +45,14 @@ def test_gradient_against_finite_differences():
         return log_likelihood(model, flux, ivar, s2, noise_scale=params[2], jitter=params[3])
 
     check_grads(f, (jnp.array([0.05, -0.02, 1.3, 0.01]),), order=2, modes=("fwd", "rev"), eps=1e-6)
+
+
+def test_untrained_pixels_with_infinite_model_variance_are_excluded():
+    model = np.ones(5)
+    flux = np.array([1.0, 1.1, 0.9, 50.0, 1.0])
+    ivar = np.full(5, 100.0)
+    s2 = np.array([1e-3, 1e-3, 1e-3, np.inf, 1e-3])
+    keep = np.array([0, 1, 2, 4])
+    expected = log_likelihood(model[keep], flux[keep], ivar[keep], s2[keep])
+    assert float(log_likelihood(model, flux, ivar, s2)) == pytest.approx(float(expected))
+    assert np.isfinite(float(jax.grad(lambda m: log_likelihood(m, flux, ivar, s2))(jnp.asarray(model)).sum()))
