@@ -163,17 +163,17 @@ def coarse_scan(model_grid: Array, flux: Array, ivar: Array, model_variance: Arr
 _SOLVERS: dict[tuple, tuple[Any, Any, Any]] = {}
 
 
-def _make_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: float, ftol: float):
+def _make_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: float, ftol: float, dtol: float):
     """Cached :func:`_build_solver`: compiled solvers are reused for the same model and prior."""
-    key = (id(model), id(prior), max_iter, xtol, ftol)
+    key = (id(model), id(prior), max_iter, xtol, ftol, dtol)
     if key not in _SOLVERS:
         if len(_SOLVERS) >= 4:
             _SOLVERS.pop(next(iter(_SOLVERS)))
-        _SOLVERS[key] = (model, prior, _build_solver(model, prior, max_iter, xtol, ftol))
+        _SOLVERS[key] = (model, prior, _build_solver(model, prior, max_iter, xtol, ftol, dtol))
     return _SOLVERS[key][2]
 
 
-def _build_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: float, ftol: float):
+def _build_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: float, ftol: float, dtol: float):
     """Build the jitted, vmapped solver ``(flux, ivar, z0) -> state`` for one model and prior."""
     mean = jnp.asarray(np.mean(model.training_labels, axis=0))
     scale = jnp.asarray(np.std(model.training_labels, axis=0))
@@ -231,7 +231,7 @@ def _build_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: f
 
         def body(s: dict[str, Array]) -> dict[str, Array]:
             g_p, h_p = prior_terms(s["z"])
-            a = s["jac"].T @ s["jac"] - h_p + box_precision
+            a = s["jac"].T @ s["jac"] - h_p
             g = s["jac"].T @ s["r"] - g_p
             # labels at a box edge whose gradient points outwards are held fixed (active set)
             eps = 1e-12
@@ -239,16 +239,22 @@ def _build_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: f
             free = (~active).astype(a.dtype)
             a = a * free[:, None] * free[None, :] + jnp.diag(1.0 - free)
             g = g * free
+            # expected gain of a full Gauss-Newton step: stop when it is negligible
+            ridge = 1e-12 * (1.0 + jnp.trace(a)) * jnp.eye(n_label)
+            newton_decrement = g @ jnp.linalg.solve(a + ridge, g)
+            optimal = newton_decrement < 2.0 * dtol
             damp = s["lam"] * jnp.diag(jnp.maximum(jnp.diag(a), 1e-12))
             step = -jnp.linalg.solve(a + damp, g)
             z_new = jnp.clip(s["z"] + step, z_lo, z_hi)
             phi_new, r_new, j_new, m_new, _ = evaluate(z_new)
             finite = jnp.isfinite(phi_new)
             accept = finite & (phi_new <= s["phi"])
-            moved = jnp.max(jnp.abs(z_new - s["z"]))
+            sigma_z = jnp.sqrt(jnp.diag(jnp.linalg.inv(a + box_precision + ridge)))
+            moved = jnp.max(jnp.abs(z_new - s["z"]) / sigma_z)
             small_step = moved < xtol
             small_gain = (s["phi"] - phi_new) <= ftol * (1.0 + jnp.abs(s["phi"]))
-            converged = (accept & small_gain & small_step) | (s["lam"] > 1e10)
+            converged = optimal | (accept & (small_gain | small_step)) | (s["lam"] > 1e10)
+            accept = accept & ~optimal
             keep = lambda new, old: jnp.where(accept, new, old)  # noqa: E731
             return dict(
                 z=keep(z_new, s["z"]),
@@ -302,6 +308,28 @@ def _check_inputs(model: ForwardModel, flux: np.ndarray, ivar: np.ndarray) -> tu
     return flux, ivar
 
 
+FIRST_PASS_ITERATIONS = 30
+SECOND_PASS_CHUNK = 32
+
+
+def _in_chunks(fn, flux: np.ndarray, ivar: np.ndarray, extra: np.ndarray | None, chunk_size: int,
+               progress: bool) -> Any:
+    """Apply a compiled batch function chunk by chunk (last chunk padded, one compilation).
+
+    Returns the concatenated output (an array, or a dict of arrays).
+    """
+    n_star = flux.shape[0]
+    chunk = max(1, min(chunk_size, n_star))
+    parts = []
+    for lo in tqdm(range(0, n_star, chunk), disable=not progress, desc="MAP", unit="chunk"):
+        idx = np.arange(lo, lo + chunk)
+        idx = np.where(idx < n_star, idx, lo)  # pad with a repeat of the chunk's first star
+        args = (flux[idx], ivar[idx]) if extra is None else (flux[idx], ivar[idx], extra[idx])
+        keep = min(chunk, n_star - lo)
+        parts.append(jax.tree.map(lambda x: np.asarray(x)[:keep], jax.device_get(fn(*args))))
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+
+
 def fit_map(
     model: ForwardModel,
     flux: np.ndarray,
@@ -309,8 +337,9 @@ def fit_map(
     *,
     prior: LabelPrior | None = None,
     max_iter: int = 100,
-    xtol: float = 1e-6,
+    xtol: float = 1e-3,
     ftol: float = 1e-10,
+    dtol: float = 1e-6,
     chunk_size: int = 512,
     progress: bool = False,
 ) -> MapResult:
@@ -329,8 +358,12 @@ def fit_map(
     max_iter : int
         Most Levenberg-Marquardt iterations per star.
     xtol, ftol : float
-        Convergence: largest step below ``xtol`` (standardized label units)
-        and relative gain of the objective below ``ftol``.
+        Convergence: an accepted step that moves every label by less than
+        ``xtol`` of its Laplace sigma, or gains less than ``ftol`` (relative)
+        in the objective.
+    dtol : float
+        Convergence: the gain a full Gauss-Newton step would still bring
+        (half the Newton decrement, in log-posterior units) is below ``dtol``.
     chunk_size : int
         Stars per compiled batch (the last chunk is padded; one compilation).
     progress : bool
@@ -343,50 +376,48 @@ def fit_map(
     flux, ivar = _check_inputs(model, flux, ivar)
     prior = prior or default_prior(model)
     n_star, n_label = flux.shape[0], len(model.label_names)
-    solver, mean, scale = _make_solver(model, prior, max_iter, xtol, ftol)
+    first_iter = min(max_iter, FIRST_PASS_ITERATIONS)
+    solver, mean, scale = _make_solver(model, prior, first_iter, xtol, ftol, dtol)
     grid_labels = jnp.asarray(model.training_labels)
     model_grid = jax.jit(jax.vmap(model))(grid_labels)
     scan = jax.jit(coarse_scan)
-    chunk = max(1, min(chunk_size, n_star))
-    results: list[MapResult] = []
-    n_good_all = np.sum((ivar > 0) & np.isfinite(np.asarray(model.model_variance)), axis=1)
-    for start in tqdm(range(0, n_star, chunk), disable=not progress, desc="MAP", unit="chunk"):
-        stop = min(start + chunk, n_star)
-        pad = chunk - (stop - start)
-        f = np.pad(flux[start:stop], ((0, pad), (0, 0)))
-        w = np.pad(ivar[start:stop], ((0, pad), (0, 0)), constant_values=0.0)
-        if pad:
-            w[stop - start :] = ivar[start]
-            f[stop - start :] = flux[start]
-        best = scan(model_grid, f, w, model.model_variance)
-        theta0 = grid_labels[best]
-        out = jax.device_get(solver(jnp.asarray(f), jnp.asarray(w), (theta0 - mean) / scale))
-        keep = slice(0, stop - start)
-        cov = np.asarray(out["covariance"])[keep]
-        sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = cov / (sigma[:, :, None] * sigma[:, None, :])
-        n_good = n_good_all[start:stop]
-        chi2 = np.asarray(out["chi2"])[keep]
-        results.append(
-            MapResult(
-                label_names=tuple(model.label_names),
-                labels=np.asarray(out["labels"])[keep],
-                covariance=cov,
-                sigma=sigma,
-                correlation=corr,
-                chi2=chi2,
-                reduced_chi2=chi2 / np.maximum(n_good - n_label, 1),
-                n_good=n_good,
-                model_flux=np.asarray(out["model_flux"])[keep],
-                start=np.asarray(theta0)[keep],
-                status=np.asarray(out["status"])[keep],
-                n_iter=np.asarray(out["n_iter"])[keep],
-                at_bound=np.asarray(out["at_bound"])[keep],
-                log_posterior=np.asarray(out["log_posterior"])[keep],
-            )
-        )
-    result = MapResult.concatenate(results)
+
+    def scan_start(f: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.asarray(grid_labels[scan(model_grid, f, w, model.model_variance)])
+
+    start = _in_chunks(scan_start, flux, ivar, None, chunk_size, progress=False)
+    out = _in_chunks(lambda f, w, t: solver(jnp.asarray(f), jnp.asarray(w), (jnp.asarray(t) - mean) / scale),
+                     flux, ivar, start, chunk_size, progress)
+    # second pass, for the few stars (curved valleys, low SNR) that need more iterations
+    slow = np.where(out["status"] == FitStatus.MAX_ITER)[0]
+    if slow.size and max_iter > first_iter:
+        solver2, _, _ = _make_solver(model, prior, max_iter - first_iter, xtol, ftol, dtol)
+        more = _in_chunks(lambda f, w, t: solver2(jnp.asarray(f), jnp.asarray(w), (jnp.asarray(t) - mean) / scale),
+                          flux[slow], ivar[slow], out["labels"][slow], SECOND_PASS_CHUNK, False)
+        more["n_iter"] = more["n_iter"] + first_iter
+        for key, value in more.items():
+            out[key][slow] = value
+    cov = out["covariance"]
+    sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov / (sigma[:, :, None] * sigma[:, None, :])
+    n_good = np.sum((ivar > 0) & np.isfinite(np.asarray(model.model_variance)), axis=1)
+    result = MapResult(
+        label_names=tuple(model.label_names),
+        labels=out["labels"],
+        covariance=cov,
+        sigma=sigma,
+        correlation=corr,
+        chi2=out["chi2"],
+        reduced_chi2=out["chi2"] / np.maximum(n_good - n_label, 1),
+        n_good=n_good,
+        model_flux=out["model_flux"],
+        start=start,
+        status=out["status"],
+        n_iter=out["n_iter"],
+        at_bound=out["at_bound"],
+        log_posterior=out["log_posterior"],
+    )
     no_data = result.n_good <= n_label
     if np.any(no_data):
         logger.warning("%d star(s) have too few unmasked pixels to fit (status NO_DATA).", int(no_data.sum()))
