@@ -1,0 +1,476 @@
+"""Trained SLAM models on disk: arrays plus JSON metadata in one ``.npz``, checksummed.
+
+A :class:`SlamModel` bundles what inference needs (the numpy arrays of the
+:class:`~bayesslam.emulator.Emulator`) with what training learnt about itself
+(:class:`TrainingSummary`: per-pixel hyperparameters and cross-validation
+scores, out-of-fold predicted spectra) and JSON metadata (label names and
+units, normalization settings, training domain, training-set hash, library
+versions, trainer settings, creation date).
+
+File layout (one uncompressed ``numpy.savez`` archive; read with
+``allow_pickle=False``, so loading runs no code and imports no scikit-learn):
+
+``__metadata__``
+    uint8 array: the UTF-8 JSON metadata. It holds ``format``
+    (:data:`MODEL_FORMAT`), ``schema_version`` (:data:`SCHEMA_VERSION`) and
+    ``arrays``, the name, dtype and shape of every other array.
+``__checksum__``
+    uint8 array: the hex sha256 of the metadata and all arrays
+    (:func:`model_checksum`), verified on load.
+``emulator/<name>``
+    The arrays of :data:`bayesslam.emulator.EMULATOR_ARRAYS`, float64
+    (``pixel_mask`` bool), dual coefficients in pixel order.
+``training/<name>``
+    The arrays of :class:`TrainingSummary`.
+
+A file that is truncated, damaged, of another format or schema version, or
+edited by hand is refused with :class:`ModelFileError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from bayesslam.emulator import EMULATOR_ARRAYS, Emulator, EmulatorError, build_emulator
+from bayesslam.errors import CorruptFileError
+
+__all__ = [
+    "MODEL_FORMAT",
+    "SCHEMA_VERSION",
+    "ModelFileError",
+    "TrainingSummary",
+    "SlamModel",
+    "library_versions",
+    "model_checksum",
+    "save_model",
+    "load_model",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Format name stored in every model file.
+MODEL_FORMAT: str = "bayesslam.slam-model"
+#: Version of the file layout that this module writes and reads.
+SCHEMA_VERSION: int = 1
+
+_METADATA_KEY = "__metadata__"
+_CHECKSUM_KEY = "__checksum__"
+_EMULATOR_PREFIX = "emulator/"
+_TRAINING_PREFIX = "training/"
+_REQUIRED_METADATA = (
+    "format",
+    "schema_version",
+    "arrays",
+    "created",
+    "label_names",
+    "label_units",
+    "training_set_sha256",
+    "library_versions",
+)
+
+
+class ModelFileError(CorruptFileError):
+    """A model file cannot be used: damaged, truncated, edited, of another format or schema version."""
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingSummary:
+    """What training learnt about itself, per pixel and per training star.
+
+    Attributes
+    ----------
+    C, epsilon : numpy.ndarray, shape (n_pix,)
+        Chosen SVR hyperparameters (the gamma of each pixel is the
+        emulator's ``gamma``); NaN on untrained pixels.
+    cv_mse : numpy.ndarray, shape (n_pix,)
+        Cross-validated MSE of the chosen hyperparameters, standardized flux
+        units (mean over folds of the per-fold MSE).
+    cv_mse_flux : numpy.ndarray, shape (n_pix,)
+        The same in normalized-flux units (``cv_mse * flux_scale**2``).
+    param_grid : numpy.ndarray, shape (n_grid, 3)
+        The hyperparameter grid searched: columns C, epsilon, gamma.
+    cv_grid_mse : numpy.ndarray, shape (n_pix, n_grid)
+        Cross-validated MSE (standardized units) of every grid point.
+    oof_flux : numpy.ndarray, shape (n_train, n_pix)
+        Out-of-fold predicted spectra (normalized flux) of the training stars
+        with each pixel's chosen hyperparameters: star ``i`` predicted by the
+        SVR trained without its fold. NaN on untrained pixels.
+    fold : numpy.ndarray of int, shape (n_train,)
+        Cross-validation fold of each training star.
+    n_used : numpy.ndarray of int, shape (n_pix,)
+        Number of stars (ivar > 0) each pixel was trained on.
+    """
+
+    C: np.ndarray
+    epsilon: np.ndarray
+    cv_mse: np.ndarray
+    cv_mse_flux: np.ndarray
+    param_grid: np.ndarray
+    cv_grid_mse: np.ndarray
+    oof_flux: np.ndarray
+    fold: np.ndarray
+    n_used: np.ndarray
+
+    def __post_init__(self) -> None:
+        n_pix = np.shape(self.C)[0] if np.ndim(self.C) == 1 else -1
+        n_train = np.shape(self.fold)[0] if np.ndim(self.fold) == 1 else -1
+        expected = {
+            "C": (n_pix,),
+            "epsilon": (n_pix,),
+            "cv_mse": (n_pix,),
+            "cv_mse_flux": (n_pix,),
+            "n_used": (n_pix,),
+            "oof_flux": (n_train, n_pix),
+            "fold": (n_train,),
+        }
+        for name, shape in expected.items():
+            if np.shape(getattr(self, name)) != shape or min(shape) < 0:
+                raise ModelFileError(
+                    f"training summary {name!r} has shape {np.shape(getattr(self, name))}, expected {shape}"
+                )
+        grid = np.shape(self.param_grid)
+        if len(grid) != 2 or grid[1] != 3 or np.shape(self.cv_grid_mse) != (n_pix, grid[0]):
+            raise ModelFileError(
+                f"param_grid {grid} and cv_grid_mse {np.shape(self.cv_grid_mse)} do not match {n_pix} pixels"
+            )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The summary's arrays by field name."""
+        return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, eq=False)
+class SlamModel:
+    """A trained SLAM model: emulator arrays, training summary and metadata.
+
+    Attributes
+    ----------
+    emulator_arrays : Mapping[str, numpy.ndarray]
+        The arrays named in :data:`bayesslam.emulator.EMULATOR_ARRAYS`
+        (float64 numpy, independent of JAX's precision setting).
+    training : TrainingSummary
+        Per-pixel hyperparameters, CV scores, out-of-fold spectra.
+    metadata : Mapping[str, Any]
+        JSON-serializable metadata; ``label_names`` and ``label_units`` are
+        required.
+
+    Notes
+    -----
+    :attr:`emulator` is built on first access in JAX's default float
+    precision at that moment (float64 only with ``jax_enable_x64`` on) and
+    cached; :meth:`build_emulator` builds a fresh one of any dtype.
+    """
+
+    emulator_arrays: Mapping[str, np.ndarray]
+    training: TrainingSummary
+    metadata: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        missing = set(EMULATOR_ARRAYS) - set(self.emulator_arrays)
+        extra = set(self.emulator_arrays) - set(EMULATOR_ARRAYS)
+        if missing or extra:
+            raise ModelFileError(f"emulator arrays: missing {sorted(missing)}, unexpected {sorted(extra)}")
+        for key in ("label_names", "label_units"):
+            if key not in self.metadata:
+                raise ModelFileError(f"model metadata lacks {key!r}")
+        n_pix = np.shape(self.emulator_arrays["intercept"])
+        if np.shape(self.training.C) != n_pix:
+            raise ModelFileError(
+                f"training summary covers {np.shape(self.training.C)} pixels, the emulator {n_pix}"
+            )
+
+    def build_emulator(self, dtype: Any = None) -> Emulator:
+        """Build the JAX emulator (``dtype`` default: JAX's default float)."""
+        try:
+            return build_emulator(
+                **self.emulator_arrays,
+                label_names=self.metadata["label_names"],
+                label_units=self.metadata["label_units"],
+                dtype=dtype,
+            )
+        except EmulatorError as exc:
+            raise ModelFileError(f"the model's arrays do not make an emulator: {exc}") from exc
+
+    @functools.cached_property
+    def emulator(self) -> Emulator:
+        """The JAX emulator, built once (see the class notes on precision)."""
+        return self.build_emulator()
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Label names, in order."""
+        return tuple(self.metadata["label_names"])
+
+    @property
+    def label_units(self) -> tuple[str, ...]:
+        """Label units, in order."""
+        return tuple(self.metadata["label_units"])
+
+    @property
+    def wave(self) -> np.ndarray:
+        """Pixel wavelengths (vacuum Angstrom)."""
+        return np.asarray(self.emulator_arrays["wave"])
+
+    @property
+    def model_variance(self) -> np.ndarray:
+        """Emulator variance ``s_j^2`` per pixel (normalized-flux units)."""
+        return np.asarray(self.emulator_arrays["model_variance"])
+
+    @property
+    def training_labels(self) -> np.ndarray:
+        """Training labels in physical units, shape (n_train, n_label)."""
+        return np.asarray(self.emulator_arrays["training_labels"])
+
+    @property
+    def hyperparameters(self) -> dict[str, np.ndarray]:
+        """Chosen ``C``, ``epsilon`` and ``gamma`` per pixel."""
+        return {
+            "C": np.asarray(self.training.C),
+            "epsilon": np.asarray(self.training.epsilon),
+            "gamma": np.asarray(self.emulator_arrays["gamma"]),
+        }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that matter for a model (read without importing them)."""
+    versions = {"python": platform.python_version()}
+    for name in ("bayesslam", "numpy", "scipy", "scikit-learn", "jax", "jaxlib"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def model_checksum(arrays: Mapping[str, np.ndarray], metadata_bytes: bytes) -> str:
+    """Hex sha256 over the metadata and every array (name, dtype, shape, bytes).
+
+    Parameters
+    ----------
+    arrays : Mapping[str, numpy.ndarray]
+        The file's arrays except the metadata and checksum entries.
+    metadata_bytes : bytes
+        The UTF-8 JSON metadata exactly as stored.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    digest = hashlib.sha256()
+    digest.update(b"bayesslam-model-checksum-v1\0")
+    digest.update(len(metadata_bytes).to_bytes(8, "little"))
+    digest.update(metadata_bytes)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        header = json.dumps({"name": name, "dtype": array.dtype.str, "shape": list(array.shape)}).encode()
+        digest.update(len(header).to_bytes(8, "little"))
+        digest.update(header)
+        data = array.tobytes()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _file_arrays(model: SlamModel) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name in EMULATOR_ARRAYS:
+        value = np.asarray(model.emulator_arrays[name])
+        dtype = np.dtype(bool) if name == "pixel_mask" else np.dtype("<f8")
+        arrays[_EMULATOR_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
+    for name, value in model.training.arrays().items():
+        value = np.asarray(value)
+        dtype = np.dtype("<i8") if value.dtype.kind in "iu" else np.dtype("<f8")
+        arrays[_TRAINING_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
+    return arrays
+
+
+def save_model(model: SlamModel, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write ``model`` to ``path`` as one checksummed ``.npz`` file.
+
+    The file is written to a temporary name beside ``path`` and renamed, so
+    an interrupted save never leaves a half-written model.
+
+    Parameters
+    ----------
+    model : SlamModel
+    path : str or os.PathLike
+        Destination (the name is used as given; ``.npz`` is conventional).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    ModelFileError
+        If the metadata is not strict JSON (no NaN or infinity, string keys).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    arrays = _file_arrays(model)
+    reserved = ("format", "schema_version", "arrays")
+    metadata = {key: value for key, value in model.metadata.items() if key not in reserved}
+    metadata["format"] = MODEL_FORMAT
+    metadata["schema_version"] = SCHEMA_VERSION
+    metadata["arrays"] = {name: {"dtype": a.dtype.str, "shape": list(a.shape)} for name, a in sorted(arrays.items())}
+    try:
+        metadata_bytes = json.dumps(metadata, sort_keys=True, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(
+            f"model metadata is not strict JSON ({exc}); use str keys and finite numbers, lists not arrays"
+        ) from exc
+    checksum = model_checksum(arrays, metadata_bytes)
+    payload = dict(arrays)
+    payload[_METADATA_KEY] = np.frombuffer(metadata_bytes, dtype=np.uint8)
+    payload[_CHECKSUM_KEY] = np.frombuffer(checksum.encode("ascii"), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    logger.info("saved model (%d pixels, checksum %s) to %s", len(model.training.C), checksum[:12], path)
+    return path
+
+
+def _read_archive(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ModelFileError(
+            f"{path}: not a readable bayesslam model file ({type(exc).__name__}: {exc}); it is truncated, "
+            "damaged or of another kind. Copy it again or re-save the model with bayesslam.modelfile.save_model."
+        ) from exc
+
+
+def _decode_metadata(path: Path, raw: dict[str, np.ndarray]) -> tuple[dict[str, Any], bytes]:
+    if _METADATA_KEY not in raw or _CHECKSUM_KEY not in raw:
+        raise ModelFileError(
+            f"{path}: no bayesslam metadata or checksum inside; this .npz is not a model written by "
+            "bayesslam.modelfile.save_model."
+        )
+    metadata_array = raw[_METADATA_KEY]
+    if metadata_array.dtype != np.uint8 or metadata_array.ndim != 1:
+        raise ModelFileError(f"{path}: the metadata entry is not a byte string; the file is damaged.")
+    metadata_bytes = metadata_array.tobytes()
+    try:
+        metadata = json.loads(metadata_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: the metadata is not valid JSON ({exc}); the file is damaged.") from exc
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: the metadata is not a JSON object; the file is damaged.")
+    return metadata, metadata_bytes
+
+
+def _check_version(path: Path, metadata: Mapping[str, Any]) -> None:
+    if metadata.get("format") != MODEL_FORMAT:
+        raise ModelFileError(
+            f"{path}: format {metadata.get('format')!r} is not {MODEL_FORMAT!r}; this is not a bayesslam model."
+        )
+    schema = metadata.get("schema_version")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise ModelFileError(f"{path}: schema_version {schema!r} is not an integer; the file is damaged.")
+    if schema > SCHEMA_VERSION:
+        raise ModelFileError(
+            f"{path}: model schema version {schema} is newer than this bayesslam reads ({SCHEMA_VERSION}); "
+            "upgrade bayesslam."
+        )
+    if schema < SCHEMA_VERSION:
+        raise ModelFileError(
+            f"{path}: model schema version {schema} is older than this bayesslam reads ({SCHEMA_VERSION}); "
+            "retrain the model (or load it with the bayesslam version that wrote it)."
+        )
+
+
+def load_model(path: str | os.PathLike, *, dtype: Any = None) -> SlamModel:
+    """Read a model written by :func:`save_model`, verifying its integrity.
+
+    Loading uses ``numpy.load(allow_pickle=False)`` and ``json``: it runs no
+    code from the file and imports no scikit-learn.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    dtype : dtype, optional
+        Precision of the emulator built eagerly for validation and cached as
+        :attr:`SlamModel.emulator` (default: JAX's default float).
+
+    Returns
+    -------
+    SlamModel
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ModelFileError
+        If the file is truncated or damaged, of another format or schema
+        version, fails its checksum (edited by hand), or its arrays are
+        inconsistent.
+    """
+    path = Path(path)
+    raw = _read_archive(path)
+    metadata, metadata_bytes = _decode_metadata(path, raw)
+    _check_version(path, metadata)
+    arrays = {name: value for name, value in raw.items() if name not in (_METADATA_KEY, _CHECKSUM_KEY)}
+    stored = raw[_CHECKSUM_KEY].tobytes().decode("ascii", errors="replace")
+    if model_checksum(arrays, metadata_bytes) != stored:
+        raise ModelFileError(
+            f"{path}: checksum mismatch: the arrays or metadata changed after the model was saved (edited by "
+            "hand or damaged). Use the original file, or retrain and save the model again."
+        )
+    missing = [key for key in _REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ModelFileError(f"{path}: metadata lacks {missing}; re-save the model with save_model.")
+    manifest = metadata["arrays"]
+    actual = {name: {"dtype": a.dtype.str, "shape": list(a.shape)} for name, a in arrays.items()}
+    if manifest != actual:
+        raise ModelFileError(f"{path}: the arrays do not match the metadata's list of arrays; the file is damaged.")
+    emulator_arrays = {name: arrays.get(_EMULATOR_PREFIX + name) for name in EMULATOR_ARRAYS}
+    summary_fields = [f.name for f in dataclasses.fields(TrainingSummary)]
+    summary_arrays = {name: arrays.get(_TRAINING_PREFIX + name) for name in summary_fields}
+    absent = [k for k, v in {**emulator_arrays, **summary_arrays}.items() if v is None]
+    if absent:
+        raise ModelFileError(f"{path}: arrays {absent} are missing; the file is incomplete.")
+    model = SlamModel(
+        emulator_arrays=emulator_arrays,
+        training=TrainingSummary(**summary_arrays),
+        metadata=metadata,
+    )
+    emulator = model.build_emulator(dtype)
+    model.__dict__["emulator"] = emulator
+    return model
+
+
+def utc_now() -> str:
+    """The current UTC time as an ISO 8601 string (seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()

@@ -1,0 +1,998 @@
+"""Training SLAM's per-pixel RBF support-vector-regression bank (the only scikit-learn import).
+
+:class:`SlamTrainer` follows scikit-learn's estimator conventions: settings
+in ``__init__``, ``fit`` returns ``self``, fitted attributes end in ``_``.
+
+What ``fit`` does, for normalized spectra on one grid:
+
+1. **Standardize** the labels (mean 0, variance 1 over the training stars)
+   and each pixel's flux (mean 0, variance 1 over the stars *used* for that
+   pixel, i.e. with ``ivar > 0``; a pixel whose flux does not vary keeps
+   scale 1).
+2. **Cross-validate** one RBF ``sklearn.svm.SVR`` per pixel over a grid of
+   ``C``, ``epsilon`` and ``gamma`` with k-fold CV (``KFold`` shuffled with
+   ``random_state``; the same folds for every pixel). The score of a grid
+   point is the mean over folds of the fold's MSE (standardized units), as
+   ``GridSearchCV(scoring="neg_mean_squared_error")`` computes it; the lowest
+   wins, ties going to the first grid point in scikit-learn's
+   ``ParameterGrid`` order (``C`` slowest, ``gamma`` fastest). CV fits use a
+   precomputed kernel matrix shared by all pixels of a chunk (the same
+   libsvm problem as ``kernel="rbf"``, computed once per gamma and fold).
+3. **Refit** each pixel with its chosen hyperparameters on all its used stars
+   with ``SVR(kernel="rbf")``: the emulator reproduces these fits exactly.
+4. **Keep** per pixel the hyperparameters, the CV MSE (standardized and
+   normalized-flux units), the MSE of every grid point, and the emulator
+   variance ``s_j^2``; per training star the out-of-fold predicted spectrum.
+
+``s_j^2`` is the mean squared out-of-fold residual of the chosen
+hyperparameters in normalized-flux units, over the stars used for the pixel:
+``mean_i (flux_ij - oof_ij)^2``. It is the variance the likelihood adds to
+``1 / ivar`` (a systematic offset counts as error, hence the mean square and
+not the variance about the mean residual). It includes the training spectra's
+own noise, so it is conservative for noisy training sets; ``oof_flux_`` and
+the training ivar allow a noise-subtracted estimate.
+
+Stars with ``ivar = 0`` at a pixel are left out of that pixel's
+standardization, CV fits and scores, final fit and ``s_j^2``: their dual
+coefficient is 0 there. They still get an out-of-fold prediction (from the
+fold model that never saw them). A pixel with fewer usable stars than
+``max(min_stars_per_pixel, n_folds)`` (or a fold without two usable training
+stars) is not trained: the emulator returns its mean flux there, its
+``model_variance`` is ``inf`` and ``pixel_mask`` is ``True``.
+
+Grids: ``"auto"`` gamma means ``1 / n_labels`` (scikit-learn's definition).
+After resolving it, duplicate grid points are dropped (the paper's grid with
+4 labels has ``"auto" = 0.25`` twice): identical fits give identical scores,
+and with first-wins ties the chosen hyperparameters are exactly those of the
+undeduplicated grid, at 20% less cost.
+
+Training is parallel over chunks of pixels (joblib, ``n_jobs``) with a
+progress bar (tqdm), and resumable: with ``checkpoint_dir`` every finished
+chunk is written atomically as ``chunk-NNNNN.npz`` (no pickle) next to a
+``manifest.json`` holding a hash of the training set and of the settings; a
+later ``fit`` with the same data and settings loads the finished chunks and
+trains only the rest, a different one is refused with
+:class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn import __version__ as _sklearn_version
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import KFold
+from sklearn.svm import SVR
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from bayesslam.emulator import Emulator, build_emulator
+from bayesslam.errors import BayesSlamError
+from bayesslam.modelfile import SlamModel, TrainingSummary, library_versions, utc_now
+
+__all__ = [
+    "PRESETS",
+    "DEFAULT_LABEL_UNITS",
+    "TrainingDataError",
+    "TrainerSettingsError",
+    "CheckpointError",
+    "SlamTrainer",
+    "resolve_grid",
+    "standardize",
+    "assign_folds",
+    "training_set_hash",
+    "rbf_kernel",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Hyperparameter grids by name.
+#:
+#: ``"paper"`` is astroslam's default grid (Zhang et al. 2020; Qiu et al. 2025):
+#: 11 x 4 x 5 = 220 points, 176 distinct ones with 4 labels.
+#: ``"fast"`` (8 points) keeps the middle of the paper's grid: C in {0.5, 2}
+#: (2^-1 and 2^1, the centre of the paper's 2^-5..2^5 range; large C costs
+#: libsvm several times more and rarely wins on noisy standardized fluxes),
+#: epsilon in {0.05, 0.1} (the paper's two central tube widths) and gamma at
+#: both ends of the paper's gamma range, 0.2 and 0.5 (smooth vs. sharp label
+#: dependence). On synthetic M-dwarf-like spectra its best CV MSE is within
+#: ~1% of the paper grid's at ~1/20 of the cost (docs/training.md;
+#: ``benchmarks/bench_train_emulator.py --compare-paper`` measures it).
+PRESETS: dict[str, dict[str, list[Any]]] = {
+    "paper": {
+        "C": [2.0**k for k in range(-5, 6)],
+        "epsilon": [0.01, 0.05, 0.1, 0.15],
+        "gamma": ["auto", 0.2, 0.25, 0.3, 0.5],
+    },
+    "fast": {
+        "C": [0.5, 2.0],
+        "epsilon": [0.05, 0.1],
+        "gamma": [0.2, 0.5],
+    },
+}
+
+#: Units assumed for the default label names when none are given.
+DEFAULT_LABEL_UNITS: dict[str, str] = {"teff": "K", "logg": "dex", "fe_h": "dex", "alpha_m": "dex"}
+
+_CHECKPOINT_FORMAT = "bayesslam.slam-checkpoint"
+_CHECKPOINT_VERSION = 1
+_GRID_KEYS = ("C", "epsilon", "gamma")
+
+
+class TrainingDataError(BayesSlamError, ValueError):
+    """The training labels or spectra cannot be trained on (NaN labels, shapes, too few stars...)."""
+
+
+class TrainerSettingsError(BayesSlamError, ValueError):
+    """A :class:`SlamTrainer` setting is invalid (grid, number of folds, chunk size...)."""
+
+
+class CheckpointError(BayesSlamError, ValueError):
+    """A checkpoint directory belongs to another training set or other settings, or cannot be read."""
+
+
+def resolve_grid(grid: str | Mapping[str, Sequence[Any]], n_labels: int) -> np.ndarray:
+    """Turn a preset name or a grid mapping into the list of grid points.
+
+    Parameters
+    ----------
+    grid : str or Mapping
+        A key of :data:`PRESETS`, or a mapping with exactly the keys ``"C"``,
+        ``"epsilon"`` and ``"gamma"``, each a non-empty sequence of positive
+        numbers (``gamma`` may also hold ``"auto"`` = ``1 / n_labels``).
+    n_labels : int
+        Number of labels (resolves ``"auto"``).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_grid, 3)
+        Columns C, epsilon, gamma, in ``sklearn.model_selection.ParameterGrid``
+        order (C slowest, gamma fastest), duplicates removed (first kept).
+
+    Raises
+    ------
+    TrainerSettingsError
+        If the grid is unknown or malformed.
+    """
+    if isinstance(grid, str):
+        if grid not in PRESETS:
+            raise TrainerSettingsError(
+                f"unknown grid preset {grid!r}; choose one of {sorted(PRESETS)} or pass a dict"
+            )
+        grid = PRESETS[grid]
+    if not isinstance(grid, Mapping) or set(grid) != set(_GRID_KEYS):
+        keys = sorted(grid) if isinstance(grid, Mapping) else type(grid).__name__
+        raise TrainerSettingsError(f"a grid needs exactly the keys {list(_GRID_KEYS)}, got {keys}")
+    values: dict[str, list[float]] = {}
+    for key in _GRID_KEYS:
+        raw = grid[key]
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or len(raw) == 0:
+            raise TrainerSettingsError(f"grid[{key!r}] must be a non-empty list, got {raw!r}")
+        resolved = []
+        for value in raw:
+            if key == "gamma" and isinstance(value, str):
+                if value != "auto":
+                    raise TrainerSettingsError(f"gamma {value!r} not understood; use 'auto' or a positive number")
+                value = 1.0 / n_labels
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TrainerSettingsError(f"grid[{key!r}] holds {value!r}; use positive numbers")
+            value = float(value)
+            if not (np.isfinite(value) and value > 0):
+                raise TrainerSettingsError(f"grid[{key!r}] holds {value!r}; use positive numbers")
+            resolved.append(value)
+        values[key] = resolved
+    points: list[tuple[float, float, float]] = []
+    for c in values["C"]:
+        for eps in values["epsilon"]:
+            for gamma in values["gamma"]:
+                if (c, eps, gamma) not in points:
+                    points.append((c, eps, gamma))
+    return np.array(points, dtype=np.float64)
+
+
+def standardize(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardize to mean 0, variance 1 (population standard deviation) along ``axis``.
+
+    Returns
+    -------
+    standardized, mean, scale : numpy.ndarray
+        ``standardized = (values - mean) / scale``.
+    """
+    mean = values.mean(axis=axis)
+    scale = values.std(axis=axis)
+    return (values - np.expand_dims(mean, axis)) / np.expand_dims(scale, axis), mean, scale
+
+
+def assign_folds(n_star: int, n_folds: int, random_state: int | None) -> np.ndarray:
+    """Fold index of each star, from ``KFold(n_folds, shuffle=True, random_state)``.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (n_star,)
+    """
+    fold = np.empty(n_star, dtype=np.int64)
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+    for index, (_, test) in enumerate(splitter.split(np.zeros((n_star, 1)))):
+        fold[test] = index
+    return fold
+
+
+def training_set_hash(labels: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> str:
+    """Hex sha256 of a training set (labels, flux, ivar as float64, with shapes)."""
+    digest = hashlib.sha256(b"bayesslam-training-set-v1\0")
+    for array in (labels, flux, ivar):
+        array = np.ascontiguousarray(array, dtype="<f8")
+        digest.update(json.dumps(list(array.shape)).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """RBF kernel matrix ``exp(-gamma ||a_i - b_k||^2)``, shape (len(a), len(b))."""
+    diff = a[:, None, :] - b[None, :, :]
+    return np.exp(-gamma * np.einsum("ikl,ikl->ik", diff, diff))
+
+
+def _pixel_standardization(flux: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel mean and scale over usable stars, and the standardized flux (0 where unusable)."""
+    count = usable.sum(axis=0)
+    safe = np.where(usable, flux, 0.0)
+    mean = np.divide(safe.sum(axis=0), count, out=np.ones(flux.shape[1]), where=count > 0)
+    centred = np.where(usable, flux - mean, 0.0)
+    var = np.divide((centred**2).sum(axis=0), count, out=np.zeros(flux.shape[1]), where=count > 0)
+    scale = np.sqrt(var)
+    scale = np.where(scale > 0, scale, 1.0)
+    return np.where(usable, centred / scale, 0.0), mean, scale
+
+
+def _train_chunk(
+    x: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    fold: np.ndarray,
+    grid: np.ndarray,
+    settings: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
+    """Cross-validate and refit the SVRs of a chunk of pixels (runs in a worker).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n_star, n_label)
+        Standardized labels.
+    flux, ivar : numpy.ndarray, shape (n_star, n_chunk)
+        Normalized flux and ivar of the chunk's pixels.
+    fold : numpy.ndarray of int, shape (n_star,)
+        Fold of each star.
+    grid : numpy.ndarray, shape (n_grid, 3)
+        C, epsilon, gamma of each grid point.
+    settings : Mapping
+        ``n_folds``, ``tol``, ``cache_size``, ``shrinking``, ``max_iter``,
+        ``min_stars``.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        The chunk's results (see :meth:`SlamTrainer.fit`).
+    """
+    n_star, n_chunk = flux.shape
+    n_grid = grid.shape[0]
+    n_folds = int(settings["n_folds"])
+    svr_options = {
+        "tol": settings["tol"],
+        "cache_size": settings["cache_size"],
+        "shrinking": settings["shrinking"],
+        "max_iter": settings["max_iter"],
+    }
+    usable = ivar > 0
+    y, mean, scale = _pixel_standardization(flux, usable)
+    n_used = usable.sum(axis=0)
+    fold_members = [fold == f for f in range(n_folds)]
+    trained = n_used >= int(settings["min_stars"])
+    for members in fold_members:
+        trained &= usable[~members].sum(axis=0) >= 2
+
+    fold_mse = np.full((n_chunk, n_grid, n_folds), np.nan)
+    oof = np.full((n_chunk, n_grid, n_star), np.nan)
+    pixels = np.flatnonzero(trained)
+    for gamma in np.unique(grid[:, 2]):
+        points = np.flatnonzero(grid[:, 2] == gamma)
+        for f, members in enumerate(fold_members):
+            train_idx = np.flatnonzero(~members)
+            test_idx = np.flatnonzero(members)
+            kernel_train = rbf_kernel(x[train_idx], x[train_idx], gamma)
+            kernel_test = rbf_kernel(x[test_idx], x[train_idx], gamma)
+            for p in pixels:
+                use_train = usable[train_idx, p]
+                use_test = usable[test_idx, p]
+                if use_train.all():
+                    k_train, k_test, y_train = kernel_train, kernel_test, y[train_idx, p]
+                else:
+                    k_train = kernel_train[np.ix_(use_train, use_train)]
+                    k_test = kernel_test[:, use_train]
+                    y_train = y[train_idx[use_train], p]
+                y_test = y[test_idx[use_test], p]
+                for k in points:
+                    svr = SVR(kernel="precomputed", C=grid[k, 0], epsilon=grid[k, 1], **svr_options)
+                    svr.fit(k_train, y_train)
+                    pred = k_test[:, svr.support_] @ svr.dual_coef_[0] + svr.intercept_[0]
+                    oof[p, k, test_idx] = pred
+                    if use_test.any():
+                        fold_mse[p, k, f] = np.mean((pred[use_test] - y_test) ** 2)
+
+    scored = np.isfinite(fold_mse)
+    n_scored = scored.sum(axis=2)
+    cv_grid_mse = np.divide(
+        np.where(scored, fold_mse, 0.0).sum(axis=2),
+        n_scored,
+        out=np.full((n_chunk, n_grid), np.nan),
+        where=n_scored > 0,
+    )
+    dual = np.zeros((n_chunk, n_star))
+    intercept = np.zeros(n_chunk)
+    best = np.full(n_chunk, -1, dtype=np.int64)
+    c_best = np.full(n_chunk, np.nan)
+    eps_best = np.full(n_chunk, np.nan)
+    gamma_best = np.full(n_chunk, np.nan)
+    cv_mse = np.full(n_chunk, np.nan)
+    oof_flux = np.full((n_star, n_chunk), np.nan)
+    model_variance = np.full(n_chunk, np.inf)
+    for p in pixels:
+        k = int(np.argmin(cv_grid_mse[p]))
+        best[p] = k
+        c_best[p], eps_best[p], gamma_best[p] = grid[k]
+        cv_mse[p] = cv_grid_mse[p, k]
+        used = np.flatnonzero(usable[:, p])
+        svr = SVR(kernel="rbf", C=grid[k, 0], epsilon=grid[k, 1], gamma=grid[k, 2], **svr_options)
+        svr.fit(x[used], y[used, p])
+        dual[p, used[svr.support_]] = svr.dual_coef_[0]
+        intercept[p] = svr.intercept_[0]
+        residual = oof[p, k, used] - y[used, p]
+        model_variance[p] = scale[p] ** 2 * np.mean(residual**2)
+        oof_flux[:, p] = mean[p] + scale[p] * oof[p, k]
+    return {
+        "trained": trained,
+        "n_used": n_used.astype(np.int64),
+        "flux_mean": mean,
+        "flux_scale": scale,
+        "best_index": best,
+        "C": c_best,
+        "epsilon": eps_best,
+        "gamma": gamma_best,
+        "cv_mse": cv_mse,
+        "cv_grid_mse": cv_grid_mse,
+        "dual_coef": dual,
+        "intercept": intercept,
+        "model_variance": model_variance,
+        "oof_flux": oof_flux,
+    }
+
+
+_CHUNK_ARRAYS = (
+    "trained",
+    "n_used",
+    "flux_mean",
+    "flux_scale",
+    "best_index",
+    "C",
+    "epsilon",
+    "gamma",
+    "cv_mse",
+    "cv_grid_mse",
+    "dual_coef",
+    "intercept",
+    "model_variance",
+    "oof_flux",
+)
+
+
+class _Checkpoint:
+    """A directory of finished pixel chunks, tied to one training set and settings by a key."""
+
+    def __init__(self, directory: Path, key: str, manifest: Mapping[str, Any]) -> None:
+        self.directory = directory
+        self.key = key
+        self.manifest = dict(manifest)
+
+    def open(self) -> None:
+        """Create the directory and manifest, or check an existing manifest matches."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / "manifest.json"
+        if path.exists():
+            try:
+                existing = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise CheckpointError(
+                    f"{path}: unreadable checkpoint manifest ({exc}); delete {self.directory} to start afresh"
+                ) from exc
+            if existing.get("key") != self.key:
+                what = []
+                if existing.get("training_set_sha256") != self.manifest["training_set_sha256"]:
+                    what.append("a different training set")
+                if existing.get("settings") != self.manifest["settings"]:
+                    what.append("different settings")
+                if existing.get("chunk_size") != self.manifest["chunk_size"]:
+                    what.append("a different chunk size")
+                raise CheckpointError(
+                    f"{self.directory} holds the checkpoint of {' and '.join(what) or 'another training'}; "
+                    "use a new checkpoint_dir, or delete this one to start afresh"
+                )
+            return
+        stray = sorted(self.directory.glob("chunk-*.npz"))
+        if stray:
+            raise CheckpointError(
+                f"{self.directory} holds chunk files but no manifest; delete them or use a new checkpoint_dir"
+            )
+        _atomic_write(path, json.dumps({**self.manifest, "key": self.key}, indent=1, sort_keys=True).encode())
+
+    def chunk_path(self, index: int) -> Path:
+        return self.directory / f"chunk-{index:05d}.npz"
+
+    def load(self, index: int, start: int, stop: int) -> dict[str, np.ndarray] | None:
+        """Read a finished chunk, or ``None`` if it is absent or unreadable (then it is retrained)."""
+        path = self.chunk_path(index)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                data = {name: archive[name] for name in archive.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            logger.warning("checkpoint chunk %s unreadable (%s); training it again", path, exc)
+            return None
+        if data.get("key") is None or data["key"].tobytes().decode("ascii", "replace") != self.key:
+            raise CheckpointError(f"{path} belongs to another training; delete {self.directory} to start afresh")
+        if int(data.get("start", -1)) != start or int(data.get("stop", -1)) != stop:
+            raise CheckpointError(f"{path} covers other pixels; delete {self.directory} to start afresh")
+        if any(name not in data for name in _CHUNK_ARRAYS):
+            logger.warning("checkpoint chunk %s incomplete; training it again", path)
+            return None
+        return {name: data[name] for name in _CHUNK_ARRAYS}
+
+    def save(self, index: int, start: int, stop: int, result: Mapping[str, np.ndarray]) -> None:
+        """Write a finished chunk atomically."""
+        payload = {name: np.asarray(result[name]) for name in _CHUNK_ARRAYS}
+        payload["key"] = np.frombuffer(self.key.encode("ascii"), dtype=np.uint8)
+        payload["start"] = np.array(start)
+        payload["stop"] = np.array(stop)
+        path = self.chunk_path(index)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **payload)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _as_2d_float(name: str, value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TrainingDataError(
+            f"{name} cannot be read as one numeric array ({exc}); spectra must share one wavelength grid "
+            "(resample them with bayesslam.prepare first)"
+        ) from exc
+    if array.ndim != 2:
+        raise TrainingDataError(f"{name} must be 2-D (n_star, ...), got shape {array.shape}")
+    return array
+
+
+class SlamTrainer(BaseEstimator):
+    """Train one RBF SVR per pixel with cross-validated hyperparameters (SLAM).
+
+    Parameters
+    ----------
+    grid : str or Mapping, default "fast"
+        Hyperparameter grid: a key of :data:`PRESETS` (``"paper"``,
+        ``"fast"``) or a mapping ``{"C": [...], "epsilon": [...], "gamma":
+        [...]}`` (gamma may include ``"auto"`` = 1 / n_labels).
+    n_folds : int, default 10
+        Number of cross-validation folds (shared by all pixels).
+    random_state : int or None, default 0
+        Seed of the fold shuffling.
+    tol : float, default 1e-3
+        libsvm stopping tolerance (scikit-learn's default).
+    cache_size : float, default 200
+        libsvm kernel cache in MB for the final ``kernel="rbf"`` fits.
+    shrinking : bool, default True
+        libsvm shrinking heuristic.
+    max_iter : int, default -1
+        libsvm iteration limit (-1: none).
+    min_stars_per_pixel : int, default 10
+        Fewest usable (ivar > 0) stars a pixel needs to be trained (at least
+        ``n_folds`` are always required).
+    chunk_size : int, default 32
+        Pixels per parallel task and per checkpoint file.
+    n_jobs : int or None, default 1
+        Parallel workers (joblib; -1 = all cores).
+    checkpoint_dir : str, os.PathLike or None, default None
+        Directory for resumable training (see the module docstring).
+    progress : bool, default True
+        Show a tqdm progress bar.
+
+    Attributes
+    ----------
+    label_names_, label_units_ : tuple of str
+    wave_ : numpy.ndarray, shape (n_pix,)
+        Wavelength grid (pixel indices if none was given).
+    training_labels_ : numpy.ndarray, shape (n_star, n_label)
+        Training labels (physical units).
+    label_mean_, label_scale_ : numpy.ndarray, shape (n_label,)
+    train_x_ : numpy.ndarray, shape (n_star, n_label)
+        Standardized labels, as the SVRs saw them.
+    flux_mean_, flux_scale_ : numpy.ndarray, shape (n_pix,)
+        Per-pixel flux standardization (over the stars used).
+    param_grid_ : numpy.ndarray, shape (n_grid, 3)
+        Resolved grid (C, epsilon, gamma).
+    fold_ : numpy.ndarray of int, shape (n_star,)
+        CV fold of each star.
+    C_, epsilon_, gamma_ : numpy.ndarray, shape (n_pix,)
+        Chosen hyperparameters (NaN on untrained pixels).
+    best_index_ : numpy.ndarray of int, shape (n_pix,)
+        Row of ``param_grid_`` chosen (-1 on untrained pixels).
+    cv_mse_, cv_mse_flux_ : numpy.ndarray, shape (n_pix,)
+        CV MSE of the chosen point, standardized and normalized-flux units.
+    cv_grid_mse_ : numpy.ndarray, shape (n_pix, n_grid)
+        CV MSE (standardized) of every grid point.
+    model_variance_ : numpy.ndarray, shape (n_pix,)
+        ``s_j^2``: mean squared out-of-fold residual, normalized-flux units
+        (``inf`` on untrained pixels).
+    oof_flux_ : numpy.ndarray, shape (n_star, n_pix)
+        Out-of-fold predicted spectra (normalized flux).
+    dual_coef_ : numpy.ndarray, shape (n_pix, n_star)
+        Dense dual coefficients of the final fits (standardized units).
+    intercept_ : numpy.ndarray, shape (n_pix,)
+    n_used_ : numpy.ndarray of int, shape (n_pix,)
+        Stars used per pixel.
+    pixel_trained_ : numpy.ndarray of bool, shape (n_pix,)
+    training_hash_ : str
+        sha256 of the training set (labels, flux, ivar).
+    normalization_ : dict
+        Normalization settings of the spectra (from :meth:`fit_prepared`;
+        empty after :meth:`fit`).
+    n_chunks_resumed_ : int
+        Chunks read from the checkpoint instead of trained.
+    """
+
+    def __init__(
+        self,
+        grid: str | Mapping[str, Sequence[Any]] = "fast",
+        *,
+        n_folds: int = 10,
+        random_state: int | None = 0,
+        tol: float = 1e-3,
+        cache_size: float = 200.0,
+        shrinking: bool = True,
+        max_iter: int = -1,
+        min_stars_per_pixel: int = 10,
+        chunk_size: int = 32,
+        n_jobs: int | None = 1,
+        checkpoint_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.grid = grid
+        self.n_folds = n_folds
+        self.random_state = random_state
+        self.tol = tol
+        self.cache_size = cache_size
+        self.shrinking = shrinking
+        self.max_iter = max_iter
+        self.min_stars_per_pixel = min_stars_per_pixel
+        self.chunk_size = chunk_size
+        self.n_jobs = n_jobs
+        self.checkpoint_dir = checkpoint_dir
+        self.progress = progress
+
+    def _check_settings(self) -> None:
+        for name in ("n_folds", "chunk_size", "min_stars_per_pixel", "max_iter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TrainerSettingsError(f"{name} must be an integer, got {value!r}")
+        if self.n_folds < 2:
+            raise TrainerSettingsError(f"n_folds must be at least 2, got {self.n_folds}")
+        if self.chunk_size < 1 or self.min_stars_per_pixel < 1:
+            raise TrainerSettingsError("chunk_size and min_stars_per_pixel must be positive")
+        if not (np.isfinite(self.tol) and self.tol > 0):
+            raise TrainerSettingsError(f"tol must be positive, got {self.tol!r}")
+        if not (np.isfinite(self.cache_size) and self.cache_size > 0):
+            raise TrainerSettingsError(f"cache_size must be positive, got {self.cache_size!r}")
+        if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
+            raise TrainerSettingsError(
+                f"random_state must be an int or None (a RandomState instance cannot be hashed for "
+                f"checkpoints), got {self.random_state!r}"
+            )
+
+    def _validate(
+        self,
+        labels: Any,
+        flux: Any,
+        ivar: Any,
+        label_names: Sequence[str] | None,
+        label_units: Sequence[str] | None,
+        wave: Any,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...], np.ndarray]:
+        if isinstance(labels, Mapping):
+            if label_names is None:
+                label_names = list(labels)
+            labels = np.column_stack([np.asarray(labels[name], dtype=np.float64) for name in label_names])
+        labels = _as_2d_float("labels", labels)
+        flux = _as_2d_float("flux", flux)
+        ivar = _as_2d_float("ivar", ivar)
+        n_star, n_label = labels.shape
+        if flux.shape != ivar.shape:
+            raise TrainingDataError(
+                f"flux {flux.shape} and ivar {ivar.shape} differ in shape; spectra must share one grid"
+            )
+        if flux.shape[0] != n_star:
+            raise TrainingDataError(f"{n_star} label rows but {flux.shape[0]} spectra")
+        n_pix = flux.shape[1]
+        if n_pix == 0 or n_label == 0:
+            raise TrainingDataError("no pixels or no labels to train on")
+        if not np.all(np.isfinite(labels)):
+            bad = np.unique(np.nonzero(~np.isfinite(labels))[0])
+            raise TrainingDataError(
+                f"labels have NaN or infinite values for {bad.size} stars (first rows {bad[:5].tolist()}); "
+                "drop those stars"
+            )
+        if n_star < self.n_folds:
+            raise TrainingDataError(
+                f"{n_star} stars are fewer than n_folds={self.n_folds}; add stars or lower n_folds"
+            )
+        flat = np.ptp(labels, axis=0) == 0
+        if np.any(flat):
+            raise TrainingDataError(
+                f"label columns {np.flatnonzero(flat).tolist()} have zero spread (one value for all stars); "
+                "drop them from the labels"
+            )
+        if not np.all(np.isfinite(ivar)) or np.any(ivar < 0):
+            raise TrainingDataError("ivar must be finite and non-negative; set bad pixels to ivar = 0")
+        if not np.all(np.isfinite(flux[ivar > 0])):
+            raise TrainingDataError("flux is not finite at pixels with ivar > 0; set ivar = 0 there")
+        if label_names is None:
+            label_names = [f"label_{i}" for i in range(n_label)]
+        label_names = tuple(str(name) for name in label_names)
+        if len(label_names) != n_label or len(set(label_names)) != n_label:
+            raise TrainingDataError(f"need {n_label} distinct label names, got {list(label_names)}")
+        if label_units is None:
+            label_units = [DEFAULT_LABEL_UNITS.get(name, "") for name in label_names]
+        label_units = tuple(str(unit) for unit in label_units)
+        if len(label_units) != n_label:
+            raise TrainingDataError(f"need {n_label} label units, got {list(label_units)}")
+        if wave is None:
+            wave = np.arange(n_pix, dtype=np.float64)
+        wave = np.asarray(wave, dtype=np.float64)
+        if wave.shape != (n_pix,):
+            raise TrainingDataError(f"wave has shape {wave.shape} but the spectra have {n_pix} pixels")
+        if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
+            raise TrainingDataError("wave must be finite and strictly increasing")
+        return labels, flux, ivar, label_names, label_units, wave
+
+    def _settings_record(self, grid: np.ndarray) -> dict[str, Any]:
+        return {
+            "grid": grid.tolist(),
+            "grid_preset": self.grid if isinstance(self.grid, str) else None,
+            "n_folds": int(self.n_folds),
+            "random_state": None if self.random_state is None else int(self.random_state),
+            "tol": float(self.tol),
+            "cache_size": float(self.cache_size),
+            "shrinking": bool(self.shrinking),
+            "max_iter": int(self.max_iter),
+            "min_stars_per_pixel": int(self.min_stars_per_pixel),
+            "scikit-learn": _sklearn_version,
+        }
+
+    def fit(
+        self,
+        labels: Any,
+        flux: Any,
+        ivar: Any,
+        *,
+        label_names: Sequence[str] | None = None,
+        label_units: Sequence[str] | None = None,
+        wave: Any = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> "SlamTrainer":
+        """Train the SVR bank on normalized spectra on one grid.
+
+        Parameters
+        ----------
+        labels : array_like, shape (n_star, n_label), or Mapping of name -> (n_star,)
+            Training labels in physical units (a mapping gives the names).
+        flux, ivar : array_like, shape (n_star, n_pix)
+            Normalized flux and inverse variance. ``ivar = 0`` leaves a star
+            out of that pixel's fit; flux may be NaN there.
+        label_names, label_units : sequence of str, optional
+            Label names (default ``label_0...``) and units (default from
+            :data:`DEFAULT_LABEL_UNITS`, else empty).
+        wave : array_like, shape (n_pix,), optional
+            The wavelength grid (vacuum Angstrom).
+        callback : callable, optional
+            ``callback(n_chunks_done, n_chunks)`` after each finished chunk
+            (after it is checkpointed). An exception raised by it stops the
+            training; finished chunks stay in ``checkpoint_dir``.
+
+        Returns
+        -------
+        SlamTrainer
+            ``self``.
+
+        Raises
+        ------
+        TrainingDataError
+            On NaN labels, fewer stars than folds, a label with zero spread,
+            flux/ivar/label/wave shapes that disagree, negative or non-finite
+            ivar, non-finite flux where ``ivar > 0``, or no trainable pixel.
+        TrainerSettingsError
+            On invalid settings.
+        CheckpointError
+            If ``checkpoint_dir`` holds another training's checkpoint.
+        """
+        self._check_settings()
+        labels, flux, ivar, label_names, label_units, wave = self._validate(
+            labels, flux, ivar, label_names, label_units, wave
+        )
+        n_star, n_label = labels.shape
+        n_pix = flux.shape[1]
+        grid = resolve_grid(self.grid, n_label)
+        x, label_mean, label_scale = standardize(labels)
+        fold = assign_folds(n_star, self.n_folds, self.random_state)
+        training_hash = training_set_hash(labels, flux, ivar)
+        flux = np.where(ivar > 0, flux, 0.0)
+        settings = self._settings_record(grid)
+        worker_settings = {
+            "n_folds": int(self.n_folds),
+            "tol": float(self.tol),
+            "cache_size": float(self.cache_size),
+            "shrinking": bool(self.shrinking),
+            "max_iter": int(self.max_iter),
+            "min_stars": max(int(self.min_stars_per_pixel), int(self.n_folds)),
+        }
+        bounds = [(start, min(start + self.chunk_size, n_pix)) for start in range(0, n_pix, self.chunk_size)]
+        results: dict[int, dict[str, np.ndarray]] = {}
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            manifest = {
+                "format": _CHECKPOINT_FORMAT,
+                "version": _CHECKPOINT_VERSION,
+                "training_set_sha256": training_hash,
+                "settings": settings,
+                "chunk_size": int(self.chunk_size),
+                "n_pixels": n_pix,
+                "n_chunks": len(bounds),
+            }
+            key = hashlib.sha256(
+                json.dumps({k: manifest[k] for k in sorted(manifest)}, sort_keys=True).encode()
+            ).hexdigest()
+            checkpoint = _Checkpoint(Path(self.checkpoint_dir), key, manifest)
+            checkpoint.open()
+            for index, (start, stop) in enumerate(bounds):
+                chunk = checkpoint.load(index, start, stop)
+                if chunk is not None:
+                    results[index] = chunk
+        self.n_chunks_resumed_ = len(results)
+        todo = [index for index in range(len(bounds)) if index not in results]
+        logger.info(
+            "training %d pixels x %d stars, %d labels, %d grid points, %d folds: %d of %d chunks to train",
+            n_pix, n_star, n_label, len(grid), self.n_folds, len(todo), len(bounds),
+        )
+        done_pixels = sum(bounds[i][1] - bounds[i][0] for i in results)
+        bar = tqdm(total=n_pix, initial=done_pixels, unit="px", desc="SLAM training", disable=not self.progress)
+        with bar:
+            if todo:
+                tasks = (
+                    delayed(_indexed_chunk)(
+                        index, x, flux[:, bounds[index][0] : bounds[index][1]],
+                        ivar[:, bounds[index][0] : bounds[index][1]], fold, grid, worker_settings,
+                    )
+                    for index in todo
+                )
+                for index, result in Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")(tasks):
+                    if checkpoint is not None:
+                        checkpoint.save(index, *bounds[index], result)
+                    results[index] = result
+                    bar.update(bounds[index][1] - bounds[index][0])
+                    if callback is not None:
+                        callback(len(results), len(bounds))
+
+        merged = {
+            name: np.concatenate([results[i][name] for i in range(len(bounds))], axis=1 if name == "oof_flux" else 0)
+            for name in _CHUNK_ARRAYS
+        }
+        trained = merged["trained"].astype(bool)
+        if not trained.any():
+            raise TrainingDataError(
+                f"no pixel has {worker_settings['min_stars']} stars with ivar > 0 spread over the folds; "
+                "nothing could be trained"
+            )
+        if not trained.all():
+            logger.warning("%d of %d pixels had too few usable stars and were not trained", (~trained).sum(), n_pix)
+        gamma = merged["gamma"]
+        values, counts = np.unique(gamma[trained], return_counts=True)
+        gamma = np.where(trained, gamma, values[np.argmax(counts)])
+
+        self.label_names_ = label_names
+        self.label_units_ = label_units
+        self.wave_ = wave
+        self.training_labels_ = labels
+        self.label_mean_ = label_mean
+        self.label_scale_ = label_scale
+        self.train_x_ = x
+        self.param_grid_ = grid
+        self.fold_ = fold
+        self.flux_mean_ = merged["flux_mean"]
+        self.flux_scale_ = merged["flux_scale"]
+        self.pixel_trained_ = trained
+        self.n_used_ = merged["n_used"].astype(np.int64)
+        self.best_index_ = merged["best_index"].astype(np.int64)
+        self.C_ = merged["C"]
+        self.epsilon_ = merged["epsilon"]
+        self.gamma_ = gamma
+        self.cv_mse_ = merged["cv_mse"]
+        self.cv_mse_flux_ = merged["cv_mse"] * merged["flux_scale"] ** 2
+        self.cv_grid_mse_ = merged["cv_grid_mse"]
+        self.dual_coef_ = merged["dual_coef"]
+        self.intercept_ = merged["intercept"]
+        self.model_variance_ = merged["model_variance"]
+        self.oof_flux_ = merged["oof_flux"]
+        self.training_hash_ = training_hash
+        self.settings_ = settings
+        self.normalization_ = {}
+        return self
+
+    def fit_prepared(
+        self,
+        labels: Any,
+        prepared: Any,
+        *,
+        label_names: Sequence[str] | None = None,
+        label_units: Sequence[str] | None = None,
+        callback: Callable[[int, int], None] | None = None,
+    ) -> "SlamTrainer":
+        """Train on a :class:`bayesslam.prepare.PreparedSpectra` (keeps its normalization settings).
+
+        Parameters
+        ----------
+        labels : array_like or Mapping
+            Training labels, one row per prepared spectrum, in order.
+        prepared : PreparedSpectra
+            Normalized spectra on one grid (``prepared.spectra``) and the
+            settings that normalized them (``prepared.settings``).
+        label_names, label_units, callback
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        SlamTrainer
+        """
+        batch = prepared.spectra
+        self.fit(
+            labels,
+            batch.flux,
+            batch.ivar,
+            label_names=label_names,
+            label_units=label_units,
+            wave=batch.wave,
+            callback=callback,
+        )
+        self.normalization_ = dict(prepared.settings)
+        return self
+
+    def to_emulator(self, dtype: Any = None) -> Emulator:
+        """The trained bank as a JAX :class:`~bayesslam.emulator.Emulator`.
+
+        Parameters
+        ----------
+        dtype : dtype, optional
+            Floating dtype (default: JAX's default float).
+        """
+        check_is_fitted(self, "dual_coef_")
+        return build_emulator(**self._emulator_arrays(), label_names=self.label_names_,
+                              label_units=self.label_units_, dtype=dtype)
+
+    def _emulator_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "dual_coef": self.dual_coef_,
+            "intercept": self.intercept_,
+            "gamma": self.gamma_,
+            "train_x": self.train_x_,
+            "label_mean": self.label_mean_,
+            "label_scale": self.label_scale_,
+            "flux_mean": self.flux_mean_,
+            "flux_scale": self.flux_scale_,
+            "model_variance": self.model_variance_,
+            "wave": self.wave_,
+            "training_labels": self.training_labels_,
+            "pixel_mask": ~self.pixel_trained_,
+        }
+
+    def to_model(
+        self,
+        *,
+        normalization: Mapping[str, Any] | None = None,
+        description: str = "",
+        **extra: Any,
+    ) -> SlamModel:
+        """Bundle the trained bank, its training summary and metadata into a :class:`SlamModel`.
+
+        Parameters
+        ----------
+        normalization : Mapping, optional
+            Continuum-normalization settings of the training spectra (e.g.
+            ``ContinuumSettings().to_dict()``); default: those recorded by
+            :meth:`fit_prepared`, else empty.
+        description : str
+            Free text stored in the metadata.
+        **extra
+            Further JSON-serializable metadata, stored under ``"extra"``.
+
+        Returns
+        -------
+        SlamModel
+        """
+        check_is_fitted(self, "dual_coef_")
+        normalization = dict(self.normalization_ if normalization is None else normalization)
+        lo = self.training_labels_.min(axis=0)
+        hi = self.training_labels_.max(axis=0)
+        trained = self.pixel_trained_
+        metadata = {
+            "created": utc_now(),
+            "description": str(description),
+            "label_names": list(self.label_names_),
+            "label_units": list(self.label_units_),
+            "n_pixels": int(self.dual_coef_.shape[0]),
+            "n_train": int(self.dual_coef_.shape[1]),
+            "n_trained_pixels": int(trained.sum()),
+            "normalization": normalization,
+            "training_domain": {
+                name: {"min": float(lo[i]), "max": float(hi[i])} for i, name in enumerate(self.label_names_)
+            },
+            "training_set_sha256": self.training_hash_,
+            "library_versions": library_versions(),
+            "trainer": {"class": f"{type(self).__module__}.{type(self).__name__}", **self.settings_},
+            "cv_summary": {
+                "median_cv_mse": float(np.median(self.cv_mse_[trained])),
+                "median_cv_mse_flux": float(np.median(self.cv_mse_flux_[trained])),
+                "median_model_variance": float(np.median(self.model_variance_[trained])),
+            },
+            "extra": dict(extra),
+        }
+        training = TrainingSummary(
+            C=self.C_,
+            epsilon=self.epsilon_,
+            cv_mse=self.cv_mse_,
+            cv_mse_flux=self.cv_mse_flux_,
+            param_grid=self.param_grid_,
+            cv_grid_mse=self.cv_grid_mse_,
+            oof_flux=self.oof_flux_,
+            fold=self.fold_,
+            n_used=self.n_used_,
+        )
+        return SlamModel(emulator_arrays=self._emulator_arrays(), training=training, metadata=metadata)
+
+
+def _indexed_chunk(index: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
+    return index, _train_chunk(*args)

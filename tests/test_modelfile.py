@@ -1,0 +1,201 @@
+"""Tests of bayesslam.modelfile: safe, checksummed model files that refuse damage."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bayesslam.continuum import ContinuumSettings
+from bayesslam.errors import BayesSlamError, CorruptFileError
+from bayesslam.modelfile import (
+    MODEL_FORMAT,
+    SCHEMA_VERSION,
+    ModelFileError,
+    load_model,
+    model_checksum,
+    save_model,
+)
+from bayesslam.train import SlamTrainer
+
+LABEL_NAMES = ("teff", "logg", "fe_h", "alpha_m")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def x64():
+    """Run this module in float64 and restore the previous setting afterwards."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture(scope="module")
+def trained(x64):
+    rng = np.random.default_rng(3)
+    n_star, n_pix = 40, 12
+    labels = np.column_stack([
+        rng.uniform(3100.0, 3900.0, n_star), rng.uniform(4.45, 4.95, n_star),
+        rng.uniform(-0.6, 0.5, n_star), rng.uniform(-0.05, 0.2, n_star),
+    ])
+    z = (labels - labels.mean(axis=0)) / labels.std(axis=0)
+    flux = 1.0 - 0.2 * np.tanh(z @ rng.normal(size=(4, n_pix))) ** 2 + rng.normal(0.0, 0.01, (n_star, n_pix))
+    ivar = np.full(flux.shape, 1e4)
+    ivar[:32, 11] = 0.0
+    grid = {"C": [1.0, 4.0], "epsilon": [0.05], "gamma": [0.2, 0.6]}
+    trainer = SlamTrainer(grid, n_folds=4, progress=False)
+    trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES, wave=np.linspace(6000.0, 9000.0, n_pix))
+    model = trainer.to_model(normalization=ContinuumSettings().to_dict(), description="unit test")
+    return trainer, model
+
+
+@pytest.fixture()
+def saved(trained, tmp_path):
+    return save_model(trained[1], tmp_path / "model.npz")
+
+
+def _rewrite(path, edit_metadata=None, edit_arrays=None, fix_checksum=False):
+    """Re-save a model file's arrays with numpy after editing them (a hand edit)."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    metadata = json.loads(arrays.pop("__metadata__").tobytes())
+    checksum = arrays.pop("__checksum__")
+    if edit_metadata:
+        edit_metadata(metadata)
+    if edit_arrays:
+        edit_arrays(arrays)
+    metadata_bytes = json.dumps(metadata, sort_keys=True).encode()
+    if fix_checksum:
+        checksum = np.frombuffer(model_checksum(arrays, metadata_bytes).encode(), dtype=np.uint8)
+    with open(path, "wb") as stream:
+        np.savez(stream, __metadata__=np.frombuffer(metadata_bytes, dtype=np.uint8), __checksum__=checksum, **arrays)
+
+
+def test_round_trip_is_bit_identical(trained, saved):
+    trainer, model = trained
+    loaded = load_model(saved)
+    thetas = jnp.asarray(trainer.training_labels_[:7] * 1.002)
+    before = np.asarray(jax.vmap(trainer.to_emulator())(thetas))
+    after = np.asarray(jax.vmap(loaded.emulator)(thetas))
+    np.testing.assert_array_equal(after, before)
+    assert loaded.emulator.dtype == np.float64
+    for name, value in model.emulator_arrays.items():
+        np.testing.assert_array_equal(loaded.emulator_arrays[name], value, err_msg=name)
+    for name, value in model.training.arrays().items():
+        np.testing.assert_array_equal(getattr(loaded.training, name), value, err_msg=name)
+    for key, value in model.metadata.items():
+        assert loaded.metadata[key] == value, key
+    assert loaded.metadata["format"] == MODEL_FORMAT and loaded.metadata["schema_version"] == SCHEMA_VERSION
+    assert loaded.label_names == LABEL_NAMES and loaded.label_units == ("K", "dex", "dex", "dex")
+    assert bool(loaded.emulator.pixel_mask[11]) and np.isinf(loaded.model_variance[11])
+
+
+def test_metadata_content(saved, trained):
+    trainer = trained[0]
+    meta = load_model(saved).metadata
+    assert meta["normalization"] == ContinuumSettings().to_dict()
+    assert meta["training_set_sha256"] == trainer.training_hash_
+    assert meta["training_domain"]["fe_h"] == {
+        "min": trainer.training_labels_[:, 2].min(), "max": trainer.training_labels_[:, 2].max()
+    }
+    assert {"numpy", "scikit-learn", "jax", "bayesslam"} <= set(meta["library_versions"])
+    assert meta["trainer"]["n_folds"] == 4 and meta["created"] and meta["description"] == "unit test"
+    assert "training/cv_grid_mse" in meta["arrays"] and "emulator/dual_coef" in meta["arrays"]
+
+
+def test_loaded_float32(saved):
+    loaded = load_model(saved, dtype=jnp.float32)
+    assert loaded.emulator.dtype == np.float32
+    assert loaded.build_emulator(jnp.float64).dtype == np.float64
+
+
+@pytest.mark.parametrize("where", ["middle", "metadata", "checksum", "array header"])
+def test_flipped_byte_is_refused(saved, where):
+    data = bytearray(saved.read_bytes())
+    if where == "middle":
+        offset = len(data) // 2
+    elif where == "metadata":
+        offset = data.index(b'"label_units"') + 3
+    elif where == "checksum":
+        start = data.index(b"__checksum__.npy")
+        offset = data.index(b"\n", data.index(b"{'descr'", start)) + 5
+    else:
+        offset = data.index(b"{'descr'") + 12
+    data[offset] ^= 0x01
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError):
+        load_model(saved)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.99])
+def test_truncated_file_is_refused(saved, keep):
+    data = saved.read_bytes()
+    saved.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ModelFileError) as info:
+        load_model(saved)
+    assert isinstance(info.value, BayesSlamError) and isinstance(info.value, CorruptFileError)
+
+
+@pytest.mark.parametrize("version, message", [(SCHEMA_VERSION + 1, "newer"), (SCHEMA_VERSION - 1, "older"),
+                                              ("1", "not an integer")])
+def test_wrong_schema_version_is_refused(saved, version, message):
+    _rewrite(saved, edit_metadata=lambda m: m.update(schema_version=version), fix_checksum=True)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(saved)
+
+
+def test_other_format_is_refused(saved):
+    _rewrite(saved, edit_metadata=lambda m: m.update(format="someone.else"), fix_checksum=True)
+    with pytest.raises(ModelFileError, match="not a bayesslam model"):
+        load_model(saved)
+
+
+def test_hand_edited_metadata_is_refused(saved):
+    _rewrite(saved, edit_metadata=lambda m: m.update(label_units=["C", "dex", "dex", "dex"]))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(saved)
+
+
+def test_hand_edited_array_is_refused(saved):
+    def edit(arrays):
+        arrays["emulator/model_variance"] = arrays["emulator/model_variance"] * 0.5
+
+    _rewrite(saved, edit_arrays=edit)
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(saved)
+
+
+def test_unchanged_rewrite_still_loads(saved, trained):
+    _rewrite(saved)
+    np.testing.assert_array_equal(load_model(saved).training.C, trained[0].C_)
+
+
+def test_pickled_or_foreign_npz_is_refused(tmp_path):
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, __metadata__=np.array([{"format": MODEL_FORMAT}], dtype=object), __checksum__=np.zeros(3))
+    with pytest.raises(ModelFileError):
+        load_model(pickled)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.arange(3))
+    with pytest.raises(ModelFileError, match="not a model"):
+        load_model(foreign)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(ModelFileError):
+        load_model(text)
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.npz")
+
+
+def test_save_refuses_overwrite_and_bad_metadata(trained, saved, tmp_path):
+    with pytest.raises(FileExistsError):
+        save_model(trained[1], saved)
+    save_model(trained[1], saved, overwrite=True)
+    bad = trained[0].to_model(weird=float("nan"))
+    with pytest.raises(ModelFileError, match="JSON"):
+        save_model(bad, tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
