@@ -7,7 +7,7 @@ scores, out-of-fold predicted spectra) and JSON metadata (label names and
 units, normalization settings, training domain, training-set hash, library
 versions, trainer settings, creation date).
 
-File layout (one uncompressed ``numpy.savez`` archive; read with
+File layout (one compressed ``numpy.savez_compressed`` archive; read with
 ``allow_pickle=False``, so loading runs no code and imports no scikit-learn):
 
 ``__metadata__``
@@ -348,9 +348,10 @@ def save_model(model: SlamModel, path: str | os.PathLike, *, overwrite: bool = F
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **payload)
+            np.savez_compressed(stream, **payload)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -112,19 +112,11 @@ def test_loaded_float32(saved):
     assert loaded.build_emulator(jnp.float64).dtype == np.float64
 
 
-@pytest.mark.parametrize("where", ["middle", "metadata", "checksum", "array header"])
+@pytest.mark.parametrize("where", [0.05, 0.3, 0.5, 0.8])
 def test_flipped_byte_is_refused(saved, where):
+    """A flipped bit in the compressed data is refused (zip CRC or the content checksum catches it)."""
     data = bytearray(saved.read_bytes())
-    if where == "middle":
-        offset = len(data) // 2
-    elif where == "metadata":
-        offset = data.index(b'"label_units"') + 3
-    elif where == "checksum":
-        start = data.index(b"__checksum__.npy")
-        offset = data.index(b"\n", data.index(b"{'descr'", start)) + 5
-    else:
-        offset = data.index(b"{'descr'") + 12
-    data[offset] ^= 0x01
+    data[int(len(data) * where)] ^= 0x01
     saved.write_bytes(bytes(data))
     with pytest.raises(ModelFileError):
         load_model(saved)
