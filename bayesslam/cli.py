@@ -110,6 +110,54 @@ def _run_mock(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inference(subparsers: argparse._SubParsersAction) -> None:
+    from bayesslam import cli_inference
+
+    train = subparsers.add_parser(
+        "train", help="train a SLAM model (per-pixel SVRs) on labelled spectra",
+        description="Train one RBF SVR per pixel with per-pixel cross-validated C, epsilon, gamma.",
+    )
+    train.add_argument("spectra", nargs="+", type=Path, help="a prepared FITS file, or raw spectrum files")
+    train.add_argument("--labels", type=Path, required=True, help="label table (CSV or FITS) matched by identifier")
+    train.add_argument("-o", "--output", type=Path, required=True, help="model file to write (.npz)")
+    train.add_argument("--label-names", default="teff,logg,fe_h,alpha_m", help="label columns (%(default)s)")
+    train.add_argument("--id-column", default="identifier", help="identifier column of the label table")
+    train.add_argument("--grid", default="fast", help="hyperparameter grid preset: fast or paper (%(default)s)")
+    train.add_argument("--folds", type=int, default=10, help="cross-validation folds (%(default)s)")
+    train.add_argument("--n-jobs", type=int, default=1, help="parallel workers (%(default)s; -1 = all cores)")
+    train.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: OUTPUT.checkpoint)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
+    train.add_argument("--description", default="", help="free text stored in the model")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    train.set_defaults(handler=cli_inference.run_train)
+
+    fit = subparsers.add_parser(
+        "fit", help="best-fit (MAP) labels with Laplace errors for many stars -> FITS catalog",
+        description="Batched Levenberg-Marquardt MAP labels, Laplace sigmas and correlations, SNR-law errors, flags.",
+    )
+    fit.add_argument("spectra", nargs="+", type=Path, help="a prepared FITS file, or raw spectrum files")
+    fit.add_argument("-m", "--model", type=Path, help="model file (default: the shipped default model)")
+    fit.add_argument("-o", "--output", type=Path, required=True, help="catalog FITS file")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing catalog")
+    fit.set_defaults(handler=cli_inference.run_fit)
+
+    sample = subparsers.add_parser(
+        "sample", help="full label posteriors (NUTS or emcee) -> NetCDF + FITS catalog",
+        description="Posterior sampling of the labels of each star; ArviZ NetCDF output with R-hat, ESS, divergences.",
+    )
+    sample.add_argument("spectra", nargs="+", type=Path, help="a prepared FITS file, or raw spectrum files")
+    sample.add_argument("-m", "--model", type=Path, help="model file (default: the shipped default model)")
+    sample.add_argument("-o", "--output", type=Path, required=True, help="posterior NetCDF file")
+    sample.add_argument("--catalog", type=Path, help="catalog FITS file (default: OUTPUT with .fits)")
+    sample.add_argument("--sampler", choices=("nuts", "emcee"), default="nuts")
+    sample.add_argument("--warmup", type=int, default=1000, help="warm-up (NUTS) or burn-in (emcee) steps")
+    sample.add_argument("--draws", type=int, default=1000, help="kept draws per chain or walker")
+    sample.add_argument("--chains", type=int, default=1, help="NUTS chains per star")
+    sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sample.set_defaults(handler=cli_inference.run_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``bayesslam`` command."""
     parser = argparse.ArgumentParser(prog="bayesslam", description="Bayesian SLAM for M-dwarf spectra.")
@@ -118,12 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_prepare(subparsers)
     _add_mock(subparsers)
+    _add_inference(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bayesslam`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.progress = sys.stderr.isatty()
+    if args.command in ("train", "fit", "sample"):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # inference in float64 (the emulator is exact in 64 bits)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(message)s" if args.verbose else "%(message)s",

@@ -39,6 +39,7 @@ __all__ = [
     "prepare_files",
     "write_prepared",
     "read_prepared",
+    "is_prepared_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -354,6 +355,18 @@ def read_prepared(path: str | Path) -> PreparedSpectra:
         )
         continuum = np.array(hdul["CONTINUUM"].data, dtype=float)
     return PreparedSpectra(batch, continuum, settings, failures)
+
+
+def is_prepared_file(path: str | Path) -> bool:
+    """Whether ``path`` is a FITS file written by :func:`write_prepared`."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        header = fits.getheader(path, 0)
+    except (OSError, ValueError):
+        return False
+    return header.get("BSLMFMT") == PREPARED_FORMAT
 
 
 def settings_json(prepared: PreparedSpectra) -> str:

@@ -26,3 +26,29 @@ def test_mock_then_prepare(tmp_path: Path):
     assert len(prepared) == 8 and not prepared.failures
     assert sorted(prepared.spectra.identifiers) == sorted(row["identifier"] for row in labels)
     assert np.all(np.isfinite(prepared.spectra.flux))
+
+
+def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
+    """The README's main job on two real SDSS M dwarfs, then a short NUTS run on one of them."""
+    import arviz as az
+    from astropy.table import Table
+
+    catalog = tmp_path / "catalog.fits"
+    assert main(["fit", str(sdss_files[0]), str(sdss_files[3]), "-o", str(catalog)]) == 0
+    table = Table.read(catalog)
+    assert list(table["IDENTIFIER"]) == [sdss_files[0].stem, sdss_files[3].stem]
+    assert np.all(table["FIT_STATUS"] == 0)
+    assert np.all((table["TEFF_MAP"] > 3100) & (table["TEFF_MAP"] < 3900))
+    assert np.all(np.isfinite(table["FE_H_SNR_ERR"])) and np.all(table["TEFF_MAP_ERR"] > 0)
+    posterior = tmp_path / "post.nc"
+    assert main(["sample", str(sdss_files[0]), "-o", str(posterior), "--warmup", "150", "--draws", "150"]) == 0
+    idata = az.from_netcdf(posterior)
+    assert idata.posterior["teff"].shape == (1, 150, 1)
+    sampled = Table.read(posterior.with_suffix(".fits"))
+    assert np.isfinite(sampled["TEFF_MEDIAN"][0]) and np.isfinite(sampled["TEFF_RHAT"][0])
+
+
+def test_fit_refuses_a_prepared_file_on_another_grid(tmp_path: Path, sdss_files):
+    prepared = tmp_path / "prep.fits"
+    assert main(["prepare", str(sdss_files[0]), "-o", str(prepared), "--window", "6500", "8000"]) == 0
+    assert main(["fit", str(prepared), "-o", str(tmp_path / "c.fits")]) == 2
