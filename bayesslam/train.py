@@ -62,6 +62,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -571,6 +572,10 @@ class SlamTrainer(BaseEstimator):
     pixel_trained_ : numpy.ndarray of bool, shape (n_pix,)
     training_hash_ : str
         sha256 of the training set (labels, flux, ivar).
+    settings_ : dict
+        The settings that determine the result (resolved grid, folds,
+        random_state, libsvm options, scikit-learn version), as stored in
+        checkpoints and model metadata.
     normalization_ : dict
         Normalization settings of the spectra (from :meth:`fit_prepared`;
         empty after :meth:`fit`).
@@ -638,6 +643,9 @@ class SlamTrainer(BaseEstimator):
         if isinstance(labels, Mapping):
             if label_names is None:
                 label_names = list(labels)
+            missing = [name for name in label_names if name not in labels]
+            if missing:
+                raise TrainingDataError(f"labels have no columns {missing}; they have {list(labels)}")
             labels = np.column_stack([np.asarray(labels[name], dtype=np.float64) for name in label_names])
         labels = _as_2d_float("labels", labels)
         flux = _as_2d_float("flux", flux)
@@ -751,6 +759,7 @@ class SlamTrainer(BaseEstimator):
         CheckpointError
             If ``checkpoint_dir`` holds another training's checkpoint.
         """
+        start_time = time.perf_counter()
         self._check_settings()
         labels, flux, ivar, label_names, label_units, wave = self._validate(
             labels, flux, ivar, label_names, label_units, wave
@@ -822,6 +831,7 @@ class SlamTrainer(BaseEstimator):
             name: np.concatenate([results[i][name] for i in range(len(bounds))], axis=1 if name == "oof_flux" else 0)
             for name in _CHUNK_ARRAYS
         }
+        logger.info("trained %d pixels in %.1f s", n_pix, time.perf_counter() - start_time)
         trained = merged["trained"].astype(bool)
         if not trained.any():
             raise TrainingDataError(
