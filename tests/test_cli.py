@@ -29,7 +29,7 @@ def test_mock_then_prepare(tmp_path: Path):
 
 
 def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
-    """The README's main job on two real SDSS M dwarfs, then a short NUTS run on one of them."""
+    """The README's main job on two real SDSS M dwarfs, then a short emcee run on one of them."""
     import arviz as az
     from astropy.table import Table
 
@@ -41,9 +41,10 @@ def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
     assert np.all((table["TEFF_MAP"] > 3100) & (table["TEFF_MAP"] < 3900))
     assert np.all(np.isfinite(table["FE_H_SNR_ERR"])) and np.all(table["TEFF_MAP_ERR"] > 0)
     posterior = tmp_path / "post.nc"
-    assert main(["sample", str(sdss_files[0]), "-o", str(posterior), "--warmup", "150", "--draws", "150"]) == 0
+    assert main(["sample", str(sdss_files[0]), "-o", str(posterior), "--sampler", "emcee",
+                 "--warmup", "100", "--draws", "200"]) == 0
     idata = az.from_netcdf(posterior)
-    assert idata.posterior["teff"].shape == (1, 150, 1)
+    assert idata.posterior["teff"].shape == (32, 200, 1)
     sampled = Table.read(posterior.with_suffix(".fits"))
     assert np.isfinite(sampled["TEFF_MEDIAN"][0]) and np.isfinite(sampled["TEFF_RHAT"][0])
 

@@ -73,28 +73,32 @@ def test_emulator_variance_widens_posteriors_negative_control(emulator, test_set
     """Leaving the emulator variance s_j^2 out of the likelihood must lower the coverage.
 
     Nominal coverage itself is NOT asserted here: with a trained SVR emulator the posteriors
-    under-cover on the mock (measured 68% -> 0.59, 95% -> 0.88 for this small model), because
+    under-cover on the mock (measured 68% -> 0.59, 95% -> 0.88 over SNR 5-60 and 0.49 at SNR >= 20
+    for this small model), because
     emulator errors are smooth in label space and correlated across pixels while the likelihood
     treats s_j^2 as independent per-pixel noise. ``benchmarks/bench_calibration.py`` measures it;
     the sampler's own calibration is tested on an exact model in tests/test_sample.py.
     """
-    flux, ivar, truth, _ = test_set
-    n = 60
+    flux, ivar, truth, snr = test_set
+    stars = np.where(snr >= 20)[0][:40]  # where s_j^2 is comparable to the photon noise
 
-    def coverage(model):
-        post = sample_nuts(model, flux[:n], ivar[:n], rng_key=jax.random.key(5), num_warmup=300,
-                           num_samples=500, batch_size=30, progress=False)
+    def run(model):
+        post = sample_nuts(model, flux[stars], ivar[stars], rng_key=jax.random.key(5), num_warmup=250,
+                           num_samples=400, batch_size=40, progress=False)
         hits = []
-        for i in range(n):
-            d = post.draws(i)[:, [0, 2]]
+        for j, i in enumerate(stars):
+            d = post.draws(j)[:, [0, 2]]
             lo, hi = np.quantile(d, [0.16, 0.84], axis=0)
             hits.append((truth[i, [0, 2]] >= lo) & (truth[i, [0, 2]] <= hi))
-        return float(np.mean(hits))
+        return float(np.mean(hits)), post.summary["sd"][:, [0, 2]]
 
-    with_s2 = coverage(emulator)
-    blind = coverage(dataclasses.replace(emulator, model_variance=jnp.zeros_like(emulator.model_variance)))
-    logger.warning("68%% coverage of teff and fe_h: %.3f with s_j^2, %.3f without", with_s2, blind)
-    assert blind < with_s2 - 0.05
+    with_s2, sd_with = run(emulator)
+    blind, sd_blind = run(dataclasses.replace(emulator, model_variance=jnp.zeros_like(emulator.model_variance)))
+    ratio = np.median(sd_blind / sd_with, axis=0)
+    logger.warning("68%% coverage of teff and fe_h at SNR >= 20: %.3f with s_j^2, %.3f without; sd ratio %s",
+                   with_s2, blind, np.round(ratio, 2))
+    assert np.all(ratio < 0.85)
+    assert blind < with_s2
 
 
 @pytest.mark.slow
