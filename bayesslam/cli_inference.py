@@ -89,7 +89,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.output.exists() and not args.overwrite:
         raise BayesSlamError(f"{args.output} exists; pass --overwrite to replace it.")
-    prepared = load_spectra_for_model(args.spectra, model_wavelength(), ContinuumSettings().to_dict(), args.progress)
+    if len(args.spectra) == 1 and is_prepared_file(args.spectra[0]):
+        prepared = read_prepared(args.spectra[0])  # its grid becomes the model's grid
+    else:
+        prepared = prepare_files(args.spectra, model_wavelength(), progress=args.progress)
     label_names = tuple(args.label_names.split(","))
     labels = read_label_table(args.labels, prepared.spectra.identifiers, label_names, args.id_column)
     checkpoint = args.checkpoint or args.output.with_suffix(".checkpoint")

@@ -53,3 +53,22 @@ def test_fit_refuses_a_prepared_file_on_another_grid(tmp_path: Path, sdss_files)
     prepared = tmp_path / "prep.fits"
     assert main(["prepare", str(sdss_files[0]), "-o", str(prepared), "--window", "6500", "8000"]) == 0
     assert main(["fit", str(prepared), "-o", str(tmp_path / "c.fits")]) == 2
+
+
+def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
+    from bayesslam.modelfile import load_model
+
+    folder = tmp_path / "mock"
+    assert main(["mock", "--n", "24", "--seed", "5", "--snr", "30", "80", "-o", str(folder)]) == 0
+    prepared = tmp_path / "train.fits"
+    files = [str(p) for p in sorted(folder.glob("spec-*.fits"))]
+    assert main(["prepare", *files, "-o", str(prepared), "--window", "8100", "8250"]) == 0
+    model = tmp_path / "model.npz"
+    args = ["train", str(prepared), "--labels", str(folder / "labels.csv"), "-o", str(model), "--folds", "3"]
+    checkpoint = model.with_suffix(".checkpoint")
+    checkpoint.mkdir()
+    assert main(args) == 2  # an existing checkpoint needs --resume
+    assert main([*args, "--resume"]) == 0
+    loaded = load_model(model)
+    assert loaded.label_names == ("teff", "logg", "fe_h", "alpha_m")
+    assert loaded.metadata["n_train"] == 24 and loaded.wave[0] >= 8100
