@@ -39,6 +39,7 @@ __all__ = [
     "ForwardModel",
     "FitStatus",
     "MapResult",
+    "check_spectra",
     "coarse_scan",
     "fit_map",
     "fit_map_batch",
@@ -292,7 +293,14 @@ def _build_solver(model: ForwardModel, prior: LabelPrior, max_iter: int, xtol: f
     return jax.jit(jax.vmap(solve_one)), mean, scale
 
 
-def _check_inputs(model: ForwardModel, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_spectra(model: ForwardModel, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate normalized spectra against a model's grid; non-finite flux becomes a masked pixel.
+
+    Raises
+    ------
+    SpectrumValidationError
+        For spectra on another grid, or negative / non-finite ivar.
+    """
     flux = np.atleast_2d(np.asarray(flux, dtype=float))
     ivar = np.atleast_2d(np.asarray(ivar, dtype=float))
     n_pix = int(np.shape(model.model_variance)[0])
@@ -373,7 +381,7 @@ def fit_map(
     -------
     MapResult
     """
-    flux, ivar = _check_inputs(model, flux, ivar)
+    flux, ivar = check_spectra(model, flux, ivar)
     prior = prior or default_prior(model)
     n_star, n_label = flux.shape[0], len(model.label_names)
     first_iter = min(max_iter, FIRST_PASS_ITERATIONS)

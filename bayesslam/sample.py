@@ -29,6 +29,7 @@ from numpyro.infer.util import log_density, potential_energy
 from tqdm.auto import tqdm
 
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
+from bayesslam.fit import check_spectra, fit_map
 from bayesslam.model import NoiseModel, slam_model
 from bayesslam.priors import LabelPrior, default_prior
 
@@ -121,18 +122,7 @@ def _to_idata(samples: dict[str, np.ndarray], diverging: np.ndarray | None, ids:
 
 
 def _prepare(model, flux, ivar, prior, identifiers):
-    flux = np.atleast_2d(np.asarray(flux, dtype=float))
-    ivar = np.atleast_2d(np.asarray(ivar, dtype=float))
-    n_pix = int(np.shape(model.model_variance)[0])
-    if flux.shape != ivar.shape or flux.shape[1] != n_pix:
-        raise SpectrumValidationError(
-            f"spectra of shape {flux.shape} (ivar {ivar.shape}) do not match the model's {n_pix} pixels; "
-            "prepare them on the model's wavelength grid first."
-        )
-    if not np.all(np.isfinite(ivar)) or np.any(ivar < 0):
-        raise SpectrumValidationError("ivar must be finite and >= 0 (0 for masked pixels).")
-    bad = ~np.isfinite(flux)
-    flux, ivar = np.where(bad, 0.0, flux), np.where(bad, 0.0, ivar)
+    flux, ivar = check_spectra(model, flux, ivar)
     empty = np.where(~np.any(ivar > 0, axis=1))[0]
     if empty.size:
         raise SpectrumValidationError(f"spectra {empty.tolist()} have no unmasked pixel; remove them first.")
@@ -146,8 +136,6 @@ def _prepare(model, flux, ivar, prior, identifiers):
 def _initial_labels(model, prior: LabelPrior, flux, ivar, init_labels):
     if init_labels is not None:
         return np.atleast_2d(np.asarray(init_labels, dtype=float))
-    from bayesslam.fit import fit_map
-
     return fit_map(model, flux, ivar, prior=prior).labels
 
 
