@@ -137,6 +137,14 @@ def figures(model, out: Path) -> None:
     plt.close(fig)
 
 
+class _Rows(list):
+    """Table rows, printed as soon as they are measured (a long run keeps what it measured)."""
+
+    def append(self, row: tuple[str, str, str]) -> None:
+        super().append(row)
+        print(f"{row[0]:<40}  {row[1]:>16}  {row[2]}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path)
@@ -151,7 +159,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model or default_model_path())
     emulator = model.emulator
-    rows = []
+    print(f"model: {emulator.n_pixels} pixels x {emulator.n_train} training stars, {jax.devices()[0].platform}", flush=True)
+    rows = _Rows()
 
     spectra, truth = mock_prepared(args.n_map, 1, model)
     fit_map(emulator, spectra.flux[:512], spectra.ivar[:512])  # compile
@@ -186,10 +195,6 @@ def main() -> None:
     rows.append(("emcee, 32 walkers x 2000 steps", f"{(time.perf_counter() - t) / args.n_emcee:.2f} s/star", ""))
 
     figures(model, args.out)
-    width = max(len(r[0]) for r in rows)
-    print(f"model: {emulator.n_pixels} pixels x {emulator.n_train} training stars, {jax.devices()[0].platform}")
-    for r in rows:
-        print(f"{r[0]:<{width}}  {r[1]:>16}  {r[2]}")
     print(f"figures: {args.out / 'corner_real_star.png'}, {args.out / 'spectrum_real_star.png'}")
 
 
