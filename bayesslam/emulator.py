@@ -22,6 +22,23 @@ matrix-vector product per group; :func:`flux_plain` computes
 the benchmark). The dual matrix is stored with its rows sorted by gamma group
 so that each group is a contiguous block.
 
+The label derivatives are as cheap to write down:
+``dy_j/dz_k = 2 gamma_j sum_i alpha_ji K_ji (x_ik - z_k)``.
+:func:`flux_and_jacobian` (:meth:`Emulator.value_and_jacobian`) stacks the
+kernel vector and its ``n_label`` weighted copies ``K * (x_k - z_k)`` of all
+stars of a batch into one matrix and multiplies it by each gamma group's dual
+block once: flux and Jacobian in one matrix product per group, which is what
+the batched optimizer of :mod:`bayesslam.fit` needs.
+:func:`weighted_flux_derivatives` gives the gradient and Hessian of a
+weighted sum of the flux over pixels with a single product per group (the
+weights projected back onto the training stars), which makes exact Newton
+gradients of the chi-square cheaper than a Jacobian.
+:func:`least_squares_terms` combines both for a weighted least-squares fit:
+objective, gradient, Gauss-Newton matrix ``J^T W J`` and the second-order
+term of the exact Hessian, reduced per group without forming the Jacobian in
+pixel order (or, without the Jacobian, the gradient and second-order term
+from two flux-sized products).
+
 Precision: the emulator computes in the dtype of its arrays. It never changes
 JAX's global configuration; arrays built while ``jax_enable_x64`` is off are
 float32. Use :meth:`Emulator.astype` to change precision (float64 needs
@@ -35,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +65,13 @@ __all__ = [
     "EmulatorError",
     "Emulator",
     "build_emulator",
+    "flux_and_jacobian",
     "flux_grouped",
     "flux_plain",
+    "label_jacobian",
+    "least_squares_terms",
+    "LeastSquaresTerms",
+    "weighted_flux_derivatives",
     "squared_distances",
     "gamma_groups",
 ]
@@ -188,6 +210,34 @@ class Emulator:
             Normalized flux, in the emulator's dtype.
         """
         return flux_grouped(self, labels)
+
+    def value_and_jacobian(self, labels: Array) -> tuple[jax.Array, jax.Array]:
+        """Normalized flux and its derivatives with respect to the labels, in one pass.
+
+        Same values as ``self(labels)`` and ``jax.jacfwd(self)(labels)`` (to
+        rounding), computed as one matrix product per gamma group for a whole
+        batch; see :func:`flux_and_jacobian`.
+
+        Parameters
+        ----------
+        labels : Array, shape (n_label,) or (..., n_label)
+            Physical labels.
+
+        Returns
+        -------
+        flux : jax.Array, shape (..., n_pix)
+        jacobian : jax.Array, shape (..., n_pix, n_label)
+            ``d flux_j / d label_k`` in physical label units.
+        """
+        return flux_and_jacobian(self, labels)
+
+    def jacobian(self, labels: Array) -> jax.Array:
+        """``d flux / d labels``, shape ``(..., n_pix, n_label)``; see :func:`label_jacobian`."""
+        return label_jacobian(self, labels)
+
+    def weighted_derivatives(self, labels: Array, weights: Array) -> tuple[jax.Array, jax.Array]:
+        """Gradient and Hessian of ``sum_j weights_j flux_j``; see :func:`weighted_flux_derivatives`."""
+        return weighted_flux_derivatives(self, labels, weights)
 
     @property
     def n_labels(self) -> int:
@@ -447,6 +497,263 @@ def flux_grouped(emulator: Emulator, labels: Array) -> jax.Array:
     y_grouped = jnp.concatenate(blocks, axis=-1)
     y = jnp.take(y_grouped, emulator.pixel_rows, axis=-1)
     return emulator.flux_mean + emulator.flux_scale * (emulator.intercept + y)
+
+
+def _kernel_products(emulator: Emulator, z: jax.Array, with_value: bool) -> tuple[jax.Array | None, jax.Array]:
+    """``y`` (if asked) and ``dy/dz``, shape ``(..., n_label, n_pix)``, one matrix product per gamma group."""
+    offsets_t = jnp.swapaxes(emulator.train_x - z[..., None, :], -1, -2)  # (..., n_label, n_train)
+    d2 = jnp.sum(offsets_t * offsets_t, axis=-2)
+    values, slopes = [], []
+    start = 0
+    for group, size in enumerate(emulator.group_sizes):
+        gamma = emulator.group_gamma[group]
+        kernel = jnp.exp(-gamma * d2)[..., None, :]
+        rows = [kernel, kernel * offsets_t] if with_value else [kernel * offsets_t]
+        product = jnp.concatenate(rows, axis=-2) @ emulator.dual_grouped[start : start + size].T
+        if with_value:
+            values.append(product[..., 0, :])
+            product = product[..., 1:, :]
+        slopes.append(2.0 * gamma * product)
+        start += size
+    dy_dz = jnp.take(jnp.concatenate(slopes, axis=-1), emulator.pixel_rows, axis=-1)
+    y = jnp.take(jnp.concatenate(values, axis=-1), emulator.pixel_rows, axis=-1) if with_value else None
+    return y, dy_dz
+
+
+def _to_flux_jacobian(emulator: Emulator, dy_dz: jax.Array) -> jax.Array:
+    return emulator.flux_scale[:, None] * jnp.swapaxes(dy_dz, -1, -2) / emulator.label_scale
+
+
+def flux_and_jacobian(emulator: Emulator, labels: Array) -> tuple[jax.Array, jax.Array]:
+    """Normalized flux and its label Jacobian with one matrix product per gamma group.
+
+    For each group the kernel rows ``K_i = exp(-gamma d2_i)`` and the
+    ``n_label`` rows ``K_i (x_ik - z_k)`` of every star in the batch are
+    stacked into one ``(batch * (n_label + 1), n_train)`` matrix and multiplied
+    by the group's dual block: the first row gives ``y``, the others give
+    ``dy/dz_k = 2 gamma sum_i alpha_i K_i (x_ik - z_k)``.
+
+    Parameters
+    ----------
+    emulator : Emulator
+    labels : Array, shape (..., n_label)
+        Physical labels.
+
+    Returns
+    -------
+    flux : jax.Array, shape (..., n_pix)
+        As :func:`flux_grouped`.
+    jacobian : jax.Array, shape (..., n_pix, n_label)
+        ``d flux_j / d label_k`` in physical label units, as ``jax.jacfwd``
+        of :func:`flux_grouped` gives it.
+    """
+    y, dy_dz = _kernel_products(emulator, _standardize(emulator, labels), with_value=True)
+    flux = emulator.flux_mean + emulator.flux_scale * (emulator.intercept + y)
+    return flux, _to_flux_jacobian(emulator, dy_dz)
+
+
+def label_jacobian(emulator: Emulator, labels: Array) -> jax.Array:
+    """The label Jacobian of :func:`flux_and_jacobian` without the flux (``n_label`` rows per star).
+
+    Parameters
+    ----------
+    emulator : Emulator
+    labels : Array, shape (..., n_label)
+        Physical labels.
+
+    Returns
+    -------
+    jax.Array, shape (..., n_pix, n_label)
+        ``d flux_j / d label_k`` in physical label units.
+    """
+    _, dy_dz = _kernel_products(emulator, _standardize(emulator, labels), with_value=False)
+    return _to_flux_jacobian(emulator, dy_dz)
+
+
+def _projected_derivatives(
+    gamma: jax.Array, u_kernel: jax.Array, offsets_t: jax.Array, second: bool
+) -> tuple[jax.Array, jax.Array | None]:
+    """``sum_i u_i d K_i / dz`` and ``sum_i u_i d2 K_i / dz2`` (standardized units).
+
+    ``u_kernel`` is ``u_i K_i``, shape (..., n_train); ``offsets_t`` is
+    ``(x_i - z)^T``, shape (..., n_label, n_train).
+    """
+    weighted = u_kernel[..., None, :] * offsets_t
+    gradient = 2.0 * gamma * jnp.sum(weighted, axis=-1)
+    if not second:
+        return gradient, None
+    eye = jnp.eye(offsets_t.shape[-2], dtype=offsets_t.dtype)
+    hessian = 4.0 * gamma**2 * jnp.einsum("...kn,...ln->...kl", weighted, offsets_t)
+    return gradient, hessian - 2.0 * gamma * jnp.sum(u_kernel, axis=-1)[..., None, None] * eye
+
+
+def weighted_flux_derivatives(emulator: Emulator, labels: Array, weights: Array) -> tuple[jax.Array, jax.Array]:
+    r"""Gradient and Hessian, with respect to the labels, of ``sum_j weights_j flux_j(labels)``.
+
+    With ``u_i = sum_j weights_j flux_scale_j alpha_ji`` (one matrix product
+    per gamma group: the weights projected back onto the training stars) the
+    derivatives are sums over training stars,
+
+    .. math::
+
+        \nabla = \sum_i u_i K_i \, 2 \gamma (x_i - z), \qquad
+        \nabla^2 = \sum_i u_i K_i \left[4 \gamma^2 (x_i - z)(x_i - z)^T - 2 \gamma I\right],
+
+    so the exact gradient and Hessian of a chi-square-like objective cost
+    one matrix product per star instead of the ``n_label`` of a Jacobian.
+
+    Parameters
+    ----------
+    emulator : Emulator
+    labels : Array, shape (..., n_label)
+        Physical labels.
+    weights : Array, shape (..., n_pix)
+        Per-pixel weights (e.g. inverse-variance-weighted residuals), pixel order.
+
+    Returns
+    -------
+    gradient : jax.Array, shape (..., n_label)
+    hessian : jax.Array, shape (..., n_label, n_label)
+        Physical label units.
+    """
+    z = _standardize(emulator, labels)
+    offsets_t = jnp.swapaxes(emulator.train_x - z[..., None, :], -1, -2)
+    d2 = jnp.sum(offsets_t * offsets_t, axis=-2)
+    grouped = jnp.take(jnp.asarray(weights, dtype=z.dtype) * emulator.flux_scale, emulator.group_pixels, axis=-1)
+    gradient, hessian = 0.0, 0.0
+    start = 0
+    for group, size in enumerate(emulator.group_sizes):
+        gamma = emulator.group_gamma[group]
+        projected = grouped[..., start : start + size] @ emulator.dual_grouped[start : start + size]
+        g, h = _projected_derivatives(gamma, projected * jnp.exp(-gamma * d2), offsets_t, second=True)
+        gradient, hessian = gradient + g, hessian + h
+        start += size
+    scale = emulator.label_scale
+    return gradient / scale, hessian / (scale[:, None] * scale)
+
+
+class LeastSquaresTerms(NamedTuple):
+    """What a (quasi-)Newton step on a weighted least-squares objective needs, for a batch of stars.
+
+    All derivatives are with respect to the physical labels; batch axes lead.
+
+    Attributes
+    ----------
+    model_flux : jax.Array, shape (..., n_pix)
+        Emulated normalized flux.
+    objective : jax.Array, shape (...)
+        ``0.5 * sum_j weights_j (flux_j - model_j)**2``, in the dtype of the
+        data (float64 data give a float64 sum even for a float32 emulator).
+    gradient : jax.Array, shape (..., n_label)
+        Gradient of the objective.
+    gauss_newton : jax.Array, shape (..., n_label, n_label)
+        ``J^T W J`` (zeros when computed without the Jacobian).
+    curvature : jax.Array, shape (..., n_label, n_label)
+        ``sum_j weights_j (model_j - flux_j) d2 model_j``, the second-order
+        term: the exact Hessian is ``gauss_newton + curvature`` (zeros when not
+        asked for).
+    """
+
+    model_flux: jax.Array
+    objective: jax.Array
+    gradient: jax.Array
+    gauss_newton: jax.Array
+    curvature: jax.Array
+
+
+def least_squares_terms(
+    emulator: Emulator,
+    labels: Array,
+    flux: Array,
+    weights: Array,
+    *,
+    jacobian: bool = True,
+    curvature: bool = True,
+) -> LeastSquaresTerms:
+    """Objective, gradient, Gauss-Newton matrix and exact Hessian of a weighted least-squares fit.
+
+    The objective is ``0.5 * sum_j weights_j (flux_j - model_j(labels))**2``.
+    Per gamma group, one matrix product of the stacked kernel rows (as in
+    :func:`flux_and_jacobian`) gives the model and its Jacobian, reduced at
+    once to the gradient and ``J^T W J`` without forming the Jacobian in
+    pixel order; the second-order term ``sum_j w_j r_j d2 model_j`` costs one
+    more product (the weighted residuals projected onto the training stars,
+    as in :func:`weighted_flux_derivatives`). With ``jacobian=False`` the
+    gradient comes from that projection instead: two products of the size of
+    one flux evaluation, instead of ``n_label + 2``.
+
+    The matrix products run in the emulator's dtype; residuals and the
+    objective are formed in the dtype of ``flux`` and ``weights`` (pass
+    float64 data to a float32 emulator for a float64 objective).
+
+    Parameters
+    ----------
+    emulator : Emulator
+    labels : Array, shape (..., n_label)
+        Physical labels.
+    flux, weights : Array, shape (..., n_pix)
+        Data and per-pixel weights (inverse variances, 0 for excluded
+        pixels; excluded pixels must have finite flux), pixel order.
+    jacobian : bool
+        Compute ``gauss_newton`` (and the gradient from the Jacobian).
+    curvature : bool
+        Compute ``curvature``.
+
+    Returns
+    -------
+    LeastSquaresTerms
+    """
+    z = _standardize(emulator, labels)
+    dtype = z.dtype
+    n_label = z.shape[-1]
+    flux = jnp.asarray(flux)
+    weights = jnp.asarray(weights)
+    offsets_t = jnp.swapaxes(emulator.train_x - z[..., None, :], -1, -2)  # (..., n_label, n_train)
+    d2 = jnp.sum(offsets_t * offsets_t, axis=-2)
+    need_projection = curvature or not jacobian
+    grouped_flux = jnp.take(flux, emulator.group_pixels, axis=-1)
+    grouped_weights = jnp.take(weights, emulator.group_pixels, axis=-1)
+    offset = jnp.take(emulator.flux_mean + emulator.flux_scale * emulator.intercept, emulator.group_pixels)
+    flux_scale = jnp.take(emulator.flux_scale, emulator.group_pixels)
+    objective = 0.0
+    gradient = jnp.zeros(z.shape, dtype)
+    gauss_newton = jnp.zeros(z.shape + (n_label,), dtype)
+    second = jnp.zeros(z.shape + (n_label,), dtype)
+    models = []
+    start = 0
+    for group, size in enumerate(emulator.group_sizes):
+        rows = slice(start, start + size)
+        gamma = emulator.group_gamma[group]
+        kernel = jnp.exp(-gamma * d2)
+        dual = emulator.dual_grouped[rows]
+        if jacobian:
+            stacked = jnp.concatenate([kernel[..., None, :], kernel[..., None, :] * offsets_t], axis=-2)
+            product = stacked @ dual.T  # (..., 1 + n_label, size)
+            y = product[..., 0, :]
+        else:
+            y = kernel @ dual.T
+        model = offset[rows] + flux_scale[rows] * y
+        w = grouped_weights[..., rows]
+        residual = grouped_flux[..., rows] - model
+        objective = objective + 0.5 * jnp.sum(w * residual**2, axis=-1)
+        w_residual = (w * residual).astype(dtype)
+        if jacobian:
+            slope = (2.0 * gamma) * flux_scale[rows] * product[..., 1:, :]  # d model / dz, (..., n_label, size)
+            gradient = gradient - jnp.einsum("...kp,...p->...k", slope, w_residual)
+            gauss_newton = gauss_newton + jnp.einsum("...kp,...lp->...kl", slope * w.astype(dtype)[..., None, :], slope)
+        if need_projection:
+            u_kernel = ((-w_residual * flux_scale[rows]) @ dual) * kernel
+            g, h = _projected_derivatives(gamma, u_kernel, offsets_t, curvature)
+            if not jacobian:
+                gradient = gradient + g
+            if curvature:
+                second = second + h
+        models.append(model)
+        start += size
+    model_flux = jnp.take(jnp.concatenate(models, axis=-1), emulator.pixel_rows, axis=-1)
+    scale = emulator.label_scale
+    scale2 = scale[:, None] * scale
+    return LeastSquaresTerms(model_flux, objective, gradient / scale, gauss_newton / scale2, second / scale2)
 
 
 def flux_plain(emulator: Emulator, labels: Array) -> jax.Array:

@@ -13,7 +13,17 @@ import pytest
 from jax.test_util import check_grads
 from sklearn.svm import SVR
 
-from bayesslam.emulator import Emulator, EmulatorError, build_emulator, flux_grouped, flux_plain
+from bayesslam.emulator import (
+    Emulator,
+    EmulatorError,
+    build_emulator,
+    flux_and_jacobian,
+    flux_grouped,
+    flux_plain,
+    label_jacobian,
+    least_squares_terms,
+    weighted_flux_derivatives,
+)
 from bayesslam.train import SlamTrainer
 
 LABEL_NAMES = ("teff", "logg", "fe_h", "alpha_m")
@@ -163,6 +173,114 @@ def test_grad_of_a_scalar_loss(bank):
     assert np.allclose(np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(labels[0]))), 0.0, atol=1e-12)
     hessian = np.asarray(jax.jit(jax.hessian(loss))(jnp.asarray(labels[1])))
     assert np.all(np.isfinite(hessian)) and np.allclose(hessian, hessian.T, rtol=1e-10, atol=0)
+
+
+def test_flux_and_jacobian_match_jacfwd_and_finite_differences(bank):
+    emulator, svrs, labels, scalers = bank
+    thetas = _thetas(labels, np.random.default_rng(4), n=6)
+    flux, jac = jax.jit(emulator.value_and_jacobian)(jnp.asarray(thetas))
+    assert flux.shape == (6, emulator.n_pixels) and jac.shape == (6, emulator.n_pixels, emulator.n_labels)
+    np.testing.assert_allclose(np.asarray(flux), np.asarray(emulator(thetas)), rtol=0, atol=1e-12)
+    expected = np.asarray(jax.vmap(jax.jacfwd(emulator))(jnp.asarray(thetas)))
+    np.testing.assert_allclose(np.asarray(jac), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(label_jacobian(emulator, thetas)), expected, rtol=1e-10, atol=1e-12)
+    one_flux, one_jac = flux_and_jacobian(emulator, thetas[0])
+    assert one_flux.shape == (emulator.n_pixels,) and one_jac.shape == (emulator.n_pixels, emulator.n_labels)
+    step = 1e-5 * labels.std(axis=0)
+    for k in range(emulator.n_labels):
+        delta = np.zeros(emulator.n_labels)
+        delta[k] = step[k]
+        difference = (_sklearn_flux(svrs, scalers, (thetas[0] + delta)[None])[0]
+                      - _sklearn_flux(svrs, scalers, (thetas[0] - delta)[None])[0])
+        np.testing.assert_allclose(2 * step[k] * np.asarray(one_jac[:, k]), difference, rtol=1e-5, atol=1e-13)
+
+
+def test_weighted_flux_derivatives_match_autodiff(bank):
+    emulator, _, labels, _ = bank
+    rng = np.random.default_rng(5)
+    thetas = jnp.asarray(_thetas(labels, rng, n=4))
+    weights = jnp.asarray(rng.normal(size=(4, emulator.n_pixels)))
+    gradient, hessian = jax.jit(emulator.weighted_derivatives)(thetas, weights)
+
+    def weighted_sum(theta, w):
+        return jnp.dot(w, emulator(theta))
+
+    np.testing.assert_allclose(np.asarray(gradient), np.asarray(jax.vmap(jax.grad(weighted_sum))(thetas, weights)),
+                               rtol=1e-10, atol=1e-12)
+    expected = np.asarray(jax.vmap(jax.hessian(weighted_sum))(thetas, weights))
+    np.testing.assert_allclose(np.asarray(hessian), expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    np.testing.assert_allclose(np.asarray(hessian), np.swapaxes(np.asarray(hessian), -1, -2), rtol=1e-12, atol=0)
+
+
+def _objective_data(emulator, labels, n_star=3, seed=6):
+    rng = np.random.default_rng(seed)
+    thetas = _thetas(labels, rng, n=n_star)
+    flux = np.asarray(emulator(thetas)) + rng.normal(0.0, 0.01, (n_star, emulator.n_pixels))
+    weights = rng.uniform(1e3, 1e4, (n_star, emulator.n_pixels))
+    weights[:, 3] = 0.0  # an excluded pixel
+    return jnp.asarray(thetas), jnp.asarray(flux), jnp.asarray(weights)
+
+
+@pytest.mark.parametrize("jacobian, curvature", [(True, True), (True, False), (False, True), (False, False)])
+def test_least_squares_terms_match_autodiff(bank, jacobian, curvature):
+    emulator, _, labels, _ = bank
+    thetas, flux, weights = _objective_data(emulator, labels)
+
+    def objective(theta, f, w):
+        return 0.5 * jnp.sum(w * (f - emulator(theta)) ** 2)
+
+    terms = jax.jit(lambda t, f, w: least_squares_terms(emulator, t, f, w, jacobian=jacobian, curvature=curvature))(
+        thetas, flux, weights)
+    np.testing.assert_allclose(np.asarray(terms.model_flux), np.asarray(emulator(thetas)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(terms.objective), np.asarray(jax.vmap(objective)(thetas, flux, weights)),
+                               rtol=1e-12)
+    gradient = np.asarray(jax.vmap(jax.grad(objective))(thetas, flux, weights))
+    np.testing.assert_allclose(np.asarray(terms.gradient), gradient, rtol=1e-9, atol=1e-9 * np.abs(gradient).max())
+    jac = jax.vmap(jax.jacfwd(emulator))(thetas)
+    gauss_newton = np.asarray(jnp.einsum("spk,sp,spl->skl", jac, weights, jac))
+    hessian = np.asarray(jax.vmap(jax.hessian(objective))(thetas, flux, weights))
+    if jacobian:
+        np.testing.assert_allclose(np.asarray(terms.gauss_newton), gauss_newton, rtol=1e-9,
+                                   atol=1e-9 * np.abs(gauss_newton).max())
+    else:
+        assert np.all(np.asarray(terms.gauss_newton) == 0.0)
+    if curvature:
+        np.testing.assert_allclose(np.asarray(terms.curvature), hessian - gauss_newton, rtol=1e-7,
+                                   atol=1e-9 * np.abs(hessian).max())
+    else:
+        assert np.all(np.asarray(terms.curvature) == 0.0)
+
+
+def test_least_squares_gradient_matches_finite_differences(bank):
+    emulator, _, labels, _ = bank
+    thetas, flux, weights = _objective_data(emulator, labels, n_star=1, seed=8)
+    terms = least_squares_terms(emulator, thetas[0], flux[0], weights[0])
+    scale = labels.std(axis=0)
+
+    def objective(theta):
+        return float(0.5 * jnp.sum(weights[0] * (flux[0] - emulator(theta)) ** 2))
+
+    for k in range(emulator.n_labels):
+        delta = np.zeros(emulator.n_labels)
+        delta[k] = 1e-6 * scale[k]
+        difference = (objective(thetas[0] + delta) - objective(thetas[0] - delta)) / (2 * delta[k])
+        assert float(terms.gradient[k]) == pytest.approx(difference, rel=1e-5, abs=1e-6 * abs(float(terms.objective)))
+
+
+def test_least_squares_terms_ignore_excluded_pixels_and_sum_in_the_data_precision(bank):
+    emulator, _, labels, _ = bank
+    thetas, flux, weights = _objective_data(emulator, labels)
+    wild = flux.at[:, 3].set(1e6)  # pixel 3 has weight 0
+    a = least_squares_terms(emulator, thetas, flux, weights)
+    b = least_squares_terms(emulator, thetas, wild, weights)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    single = emulator.astype(jnp.float32)
+    low = least_squares_terms(single, thetas, flux, weights)
+    assert low.objective.dtype == jnp.float64 and low.gradient.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(low.objective), np.asarray(a.objective), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(low.gauss_newton), np.asarray(a.gauss_newton), rtol=1e-3,
+                               atol=1e-4 * np.abs(np.asarray(a.gauss_newton)).max())
 
 
 def test_grouped_equals_plain(bank):
