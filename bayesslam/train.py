@@ -76,6 +76,7 @@ from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from bayesslam.batched_training import KernelCache, cv_fold_scores, final_fits
 from bayesslam.emulator import Emulator, build_emulator
 from bayesslam.errors import BayesSlamError
 from bayesslam.modelfile import SlamModel, TrainingSummary, library_versions, utc_now
@@ -123,6 +124,18 @@ PRESETS: dict[str, dict[str, list[Any]]] = {
 
 #: Units assumed for the default label names when none are given.
 DEFAULT_LABEL_UNITS: dict[str, str] = {"teff": "K", "logg": "dex", "fe_h": "dex", "alpha_m": "dex"}
+
+#: Trainer backends: scikit-learn/libsvm (one QP at a time, the reference) and the batched solver.
+BACKENDS: tuple[str, ...] = ("libsvm", "batched")
+#: Default chunk size per backend (pixels per task and checkpoint file).
+DEFAULT_CHUNK_SIZE: dict[str, int] = {"libsvm": 32, "batched": 256}
+#: Default tolerance of the batched backend's cross-validation solves.
+BATCHED_CV_TOL: float = 1e-2
+#: The batched backend solves the final fits to ``tol`` times this: its models are then the exact
+#: SVRs (to ~1e-5 in standardized flux), and differ from libsvm's by libsvm's own inexactness.
+BATCHED_FINAL_TOL_FACTOR: float = 1e-2
+#: ADMM iteration limit of the batched backend when ``max_iter=-1``.
+BATCHED_MAX_ITER: int = 20000
 
 _CHECKPOINT_FORMAT = "bayesslam.slam-checkpoint"
 _CHECKPOINT_VERSION = 1
@@ -255,60 +268,26 @@ def _pixel_standardization(flux: np.ndarray, usable: np.ndarray) -> tuple[np.nda
     return np.where(usable, centred / scale, 0.0), mean, scale
 
 
-def _train_chunk(
+def _cv_libsvm(
     x: np.ndarray,
-    flux: np.ndarray,
-    ivar: np.ndarray,
+    y: np.ndarray,
+    usable: np.ndarray,
     fold: np.ndarray,
     grid: np.ndarray,
-    settings: Mapping[str, Any],
-) -> dict[str, np.ndarray]:
-    """Cross-validate and refit the SVRs of a chunk of pixels (runs in a worker).
-
-    Parameters
-    ----------
-    x : numpy.ndarray, shape (n_star, n_label)
-        Standardized labels.
-    flux, ivar : numpy.ndarray, shape (n_star, n_chunk)
-        Normalized flux and ivar of the chunk's pixels.
-    fold : numpy.ndarray of int, shape (n_star,)
-        Fold of each star.
-    grid : numpy.ndarray, shape (n_grid, 3)
-        C, epsilon, gamma of each grid point.
-    settings : Mapping
-        ``n_folds``, ``tol``, ``cache_size``, ``shrinking``, ``max_iter``,
-        ``min_stars``.
-
-    Returns
-    -------
-    dict of numpy.ndarray
-        The chunk's results (see :meth:`SlamTrainer.fit`).
-    """
-    n_star, n_chunk = flux.shape
+    pixels: np.ndarray,
+    svr_options: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out MSE per (pixel, grid point, fold) and out-of-fold predictions with libsvm."""
+    n_star, n_chunk = y.shape
     n_grid = grid.shape[0]
-    n_folds = int(settings["n_folds"])
-    svr_options = {
-        "tol": settings["tol"],
-        "cache_size": settings["cache_size"],
-        "shrinking": settings["shrinking"],
-        "max_iter": settings["max_iter"],
-    }
-    usable = ivar > 0
-    y, mean, scale = _pixel_standardization(flux, usable)
-    n_used = usable.sum(axis=0)
-    fold_members = [fold == f for f in range(n_folds)]
-    trained = n_used >= int(settings["min_stars"])
-    for members in fold_members:
-        trained &= usable[~members].sum(axis=0) >= 2
-
+    n_folds = int(fold.max()) + 1
     fold_mse = np.full((n_chunk, n_grid, n_folds), np.nan)
     oof = np.full((n_chunk, n_grid, n_star), np.nan)
-    pixels = np.flatnonzero(trained)
     for gamma in np.unique(grid[:, 2]):
         points = np.flatnonzero(grid[:, 2] == gamma)
-        for f, members in enumerate(fold_members):
-            train_idx = np.flatnonzero(~members)
-            test_idx = np.flatnonzero(members)
+        for f in range(n_folds):
+            train_idx = np.flatnonzero(fold != f)
+            test_idx = np.flatnonzero(fold == f)
             kernel_train = rbf_kernel(x[train_idx], x[train_idx], gamma)
             kernel_test = rbf_kernel(x[test_idx], x[train_idx], gamma)
             for p in pixels:
@@ -328,46 +307,119 @@ def _train_chunk(
                     oof[p, k, test_idx] = pred
                     if use_test.any():
                         fold_mse[p, k, f] = np.mean((pred[use_test] - y_test) ** 2)
+    return fold_mse, oof
+
+
+def _final_libsvm(
+    x: np.ndarray,
+    y: np.ndarray,
+    usable: np.ndarray,
+    hyper: np.ndarray,
+    pixels: np.ndarray,
+    svr_options: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Final ``SVR(kernel="rbf")`` fits of each pixel at its (C, epsilon, gamma) on all its usable stars."""
+    n_star, n_chunk = y.shape
+    dual = np.zeros((n_chunk, n_star))
+    intercept = np.zeros(n_chunk)
+    for p in pixels:
+        used = np.flatnonzero(usable[:, p])
+        svr = SVR(kernel="rbf", C=hyper[p, 0], epsilon=hyper[p, 1], gamma=hyper[p, 2], **svr_options)
+        svr.fit(x[used], y[used, p])
+        dual[p, used[svr.support_]] = svr.dual_coef_[0]
+        intercept[p] = svr.intercept_[0]
+    return dual, intercept
+
+
+def _train_chunk(
+    x: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    fold: np.ndarray,
+    grid: np.ndarray,
+    settings: Mapping[str, Any],
+    cache: KernelCache | None = None,
+    step_callback: Callable[[], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Cross-validate and refit the SVRs of a chunk of pixels.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n_star, n_label)
+        Standardized labels.
+    flux, ivar : numpy.ndarray, shape (n_star, n_chunk)
+        Normalized flux and ivar of the chunk's pixels.
+    fold : numpy.ndarray of int, shape (n_star,)
+        Fold of each star.
+    grid : numpy.ndarray, shape (n_grid, 3)
+        C, epsilon, gamma of each grid point.
+    settings : Mapping
+        ``backend``, ``n_folds``, ``tol``, ``cv_tol``, ``cache_size``,
+        ``shrinking``, ``max_iter``, ``min_stars``.
+    cache : KernelCache, optional
+        Kernel eigendecompositions shared by the chunks (batched backend).
+    step_callback : callable, optional
+        Progress callback of the batched backend (once per gamma and fold).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        The chunk's results (see :meth:`SlamTrainer.fit`).
+    """
+    n_star, n_chunk = flux.shape
+    n_folds = int(settings["n_folds"])
+    usable = ivar > 0
+    y, mean, scale = _pixel_standardization(flux, usable)
+    n_used = usable.sum(axis=0)
+    trained = n_used >= int(settings["min_stars"])
+    for f in range(n_folds):
+        trained &= usable[fold != f].sum(axis=0) >= 2
+    pixels = np.flatnonzero(trained)
+    batched = settings["backend"] == "batched"
+    if batched:
+        batched_max_iter = int(settings["max_iter"]) if settings["max_iter"] > 0 else BATCHED_MAX_ITER
+        cache = cache if cache is not None else KernelCache(x, fold)
+        fold_mse, oof, _ = cv_fold_scores(y, usable, fold, grid, pixels, cache, tol=settings["cv_tol"],
+                                          max_iter=batched_max_iter, step_callback=step_callback)
+    else:
+        svr_options = {key: settings[key] for key in ("tol", "cache_size", "shrinking", "max_iter")}
+        fold_mse, oof = _cv_libsvm(x, y, usable, fold, grid, pixels, {**svr_options, "tol": settings["cv_tol"]})
 
     scored = np.isfinite(fold_mse)
     n_scored = scored.sum(axis=2)
     cv_grid_mse = np.divide(
         np.where(scored, fold_mse, 0.0).sum(axis=2),
         n_scored,
-        out=np.full((n_chunk, n_grid), np.nan),
+        out=np.full(n_scored.shape, np.nan),
         where=n_scored > 0,
     )
-    dual = np.zeros((n_chunk, n_star))
-    intercept = np.zeros(n_chunk)
     best = np.full(n_chunk, -1, dtype=np.int64)
-    c_best = np.full(n_chunk, np.nan)
-    eps_best = np.full(n_chunk, np.nan)
-    gamma_best = np.full(n_chunk, np.nan)
+    best[pixels] = np.argmin(np.where(np.isfinite(cv_grid_mse[pixels]), cv_grid_mse[pixels], np.inf), axis=1)
+    hyper = np.full((n_chunk, 3), np.nan)
+    hyper[pixels] = grid[best[pixels]]
     cv_mse = np.full(n_chunk, np.nan)
+    cv_mse[pixels] = cv_grid_mse[pixels, best[pixels]]
+    if batched:
+        dual, intercept, _ = final_fits(y, usable, hyper[:, 0], hyper[:, 1], hyper[:, 2], pixels, cache,
+                                        tol=BATCHED_FINAL_TOL_FACTOR * settings["tol"], max_iter=batched_max_iter)
+    else:
+        dual, intercept = _final_libsvm(x, y, usable, hyper, pixels, svr_options)
     oof_flux = np.full((n_star, n_chunk), np.nan)
     model_variance = np.full(n_chunk, np.inf)
     for p in pixels:
-        k = int(np.argmin(cv_grid_mse[p]))
-        best[p] = k
-        c_best[p], eps_best[p], gamma_best[p] = grid[k]
-        cv_mse[p] = cv_grid_mse[p, k]
-        used = np.flatnonzero(usable[:, p])
-        svr = SVR(kernel="rbf", C=grid[k, 0], epsilon=grid[k, 1], gamma=grid[k, 2], **svr_options)
-        svr.fit(x[used], y[used, p])
-        dual[p, used[svr.support_]] = svr.dual_coef_[0]
-        intercept[p] = svr.intercept_[0]
-        residual = oof[p, k, used] - y[used, p]
-        model_variance[p] = scale[p] ** 2 * np.mean(residual**2)
-        oof_flux[:, p] = mean[p] + scale[p] * oof[p, k]
+        used = usable[:, p]
+        chosen = oof[p, best[p]].astype(np.float64)
+        model_variance[p] = scale[p] ** 2 * np.mean((chosen[used] - y[used, p]) ** 2)
+        oof_flux[:, p] = mean[p] + scale[p] * chosen
     return {
         "trained": trained,
         "n_used": n_used.astype(np.int64),
         "flux_mean": mean,
         "flux_scale": scale,
         "best_index": best,
-        "C": c_best,
-        "epsilon": eps_best,
-        "gamma": gamma_best,
+        "C": hyper[:, 0],
+        "epsilon": hyper[:, 1],
+        "gamma": hyper[:, 2],
         "cv_mse": cv_mse,
         "cv_grid_mse": cv_grid_mse,
         "dual_coef": dual,
@@ -515,19 +567,37 @@ class SlamTrainer(BaseEstimator):
         Number of cross-validation folds (shared by all pixels).
     random_state : int or None, default 0
         Seed of the fold shuffling.
+    backend : {"libsvm", "batched"}, default "libsvm"
+        ``"libsvm"``: scikit-learn's ``SVR`` (libsvm), one problem at a time,
+        parallel over chunks of pixels (the reference). ``"batched"``: the
+        solver of :mod:`bayesslam.batched_svr`, all pixels of a chunk together
+        per (gamma, fold) with libsvm's stopping rule (the final fits at
+        ``tol / 100``, so that they are the exact SVRs), in JAX
+        (multithreaded, and on a GPU when JAX has one; ``n_jobs`` is
+        ignored). Same folds, grid, scores and tie-breaking; see
+        ``docs/training.md`` for its agreement with libsvm and its cost.
     tol : float, default 1e-3
-        libsvm stopping tolerance (scikit-learn's default).
+        Stopping tolerance on libsvm's maximal-violating-pair gap
+        (scikit-learn's default), for both backends.
+    cv_tol : float or None, default None
+        Tolerance of the cross-validation solves (the final fits always use
+        ``tol``). None: ``tol`` for libsvm, :data:`BATCHED_CV_TOL` (1e-2) for
+        the batched backend, which halves its cost while the CV MSE stays
+        within ~0.1% of the exact solutions' (``docs/training.md``); set it to
+        ``tol`` to cross-validate at libsvm's tolerance.
     cache_size : float, default 200
         libsvm kernel cache in MB for the final ``kernel="rbf"`` fits.
     shrinking : bool, default True
         libsvm shrinking heuristic.
     max_iter : int, default -1
-        libsvm iteration limit (-1: none).
+        Iteration limit per problem (-1: none for libsvm,
+        :data:`BATCHED_MAX_ITER` ADMM iterations for the batched backend).
     min_stars_per_pixel : int, default 10
         Fewest usable (ivar > 0) stars a pixel needs to be trained (at least
         ``n_folds`` are always required).
-    chunk_size : int, default 32
-        Pixels per parallel task and per checkpoint file.
+    chunk_size : int or None, default None
+        Pixels per task and per checkpoint file (None:
+        :data:`DEFAULT_CHUNK_SIZE` of the backend, 32 for libsvm, 256 for batched).
     n_jobs : int or None, default 1
         Parallel workers (joblib; -1 = all cores).
     checkpoint_dir : str, os.PathLike or None, default None
@@ -587,22 +657,26 @@ class SlamTrainer(BaseEstimator):
         self,
         grid: str | Mapping[str, Sequence[Any]] = "fast",
         *,
+        backend: str = "libsvm",
         n_folds: int = 10,
         random_state: int | None = 0,
         tol: float = 1e-3,
+        cv_tol: float | None = None,
         cache_size: float = 200.0,
         shrinking: bool = True,
         max_iter: int = -1,
         min_stars_per_pixel: int = 10,
-        chunk_size: int = 32,
+        chunk_size: int | None = None,
         n_jobs: int | None = 1,
         checkpoint_dir: str | os.PathLike | None = None,
         progress: bool = True,
     ) -> None:
         self.grid = grid
+        self.backend = backend
         self.n_folds = n_folds
         self.random_state = random_state
         self.tol = tol
+        self.cv_tol = cv_tol
         self.cache_size = cache_size
         self.shrinking = shrinking
         self.max_iter = max_iter
@@ -612,17 +686,34 @@ class SlamTrainer(BaseEstimator):
         self.checkpoint_dir = checkpoint_dir
         self.progress = progress
 
+    @property
+    def _cv_tol(self) -> float:
+        if self.cv_tol is not None:
+            return float(self.cv_tol)
+        return BATCHED_CV_TOL if self.backend == "batched" else float(self.tol)
+
+    @property
+    def _chunk_size(self) -> int:
+        return DEFAULT_CHUNK_SIZE[self.backend] if self.chunk_size is None else int(self.chunk_size)
+
     def _check_settings(self) -> None:
-        for name in ("n_folds", "chunk_size", "min_stars_per_pixel", "max_iter"):
+        if self.backend not in BACKENDS:
+            raise TrainerSettingsError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.chunk_size is not None and (isinstance(self.chunk_size, bool)
+                                            or not isinstance(self.chunk_size, (int, np.integer))):
+            raise TrainerSettingsError(f"chunk_size must be an integer or None, got {self.chunk_size!r}")
+        for name in ("n_folds", "min_stars_per_pixel", "max_iter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TrainerSettingsError(f"{name} must be an integer, got {value!r}")
         if self.n_folds < 2:
             raise TrainerSettingsError(f"n_folds must be at least 2, got {self.n_folds}")
-        if self.chunk_size < 1 or self.min_stars_per_pixel < 1:
+        if self._chunk_size < 1 or self.min_stars_per_pixel < 1:
             raise TrainerSettingsError("chunk_size and min_stars_per_pixel must be positive")
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise TrainerSettingsError(f"tol must be positive, got {self.tol!r}")
+        if self.cv_tol is not None and not (np.isfinite(self.cv_tol) and self.cv_tol > 0):
+            raise TrainerSettingsError(f"cv_tol must be positive or None, got {self.cv_tol!r}")
         if not (np.isfinite(self.cache_size) and self.cache_size > 0):
             raise TrainerSettingsError(f"cache_size must be positive, got {self.cache_size!r}")
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
@@ -703,9 +794,11 @@ class SlamTrainer(BaseEstimator):
         return {
             "grid": grid.tolist(),
             "grid_preset": self.grid if isinstance(self.grid, str) else None,
+            "backend": str(self.backend),
             "n_folds": int(self.n_folds),
             "random_state": None if self.random_state is None else int(self.random_state),
             "tol": float(self.tol),
+            "cv_tol": self._cv_tol,
             "cache_size": float(self.cache_size),
             "shrinking": bool(self.shrinking),
             "max_iter": int(self.max_iter),
@@ -773,14 +866,17 @@ class SlamTrainer(BaseEstimator):
         flux = np.where(ivar > 0, flux, 0.0)
         settings = self._settings_record(grid)
         worker_settings = {
+            "backend": str(self.backend),
             "n_folds": int(self.n_folds),
             "tol": float(self.tol),
+            "cv_tol": self._cv_tol,
             "cache_size": float(self.cache_size),
             "shrinking": bool(self.shrinking),
             "max_iter": int(self.max_iter),
             "min_stars": max(int(self.min_stars_per_pixel), int(self.n_folds)),
         }
-        bounds = [(start, min(start + self.chunk_size, n_pix)) for start in range(0, n_pix, self.chunk_size)]
+        chunk_size = self._chunk_size
+        bounds = [(start, min(start + chunk_size, n_pix)) for start in range(0, n_pix, chunk_size)]
         results: dict[int, dict[str, np.ndarray]] = {}
         checkpoint = None
         if self.checkpoint_dir is not None:
@@ -789,7 +885,7 @@ class SlamTrainer(BaseEstimator):
                 "version": _CHECKPOINT_VERSION,
                 "training_set_sha256": training_hash,
                 "settings": settings,
-                "chunk_size": int(self.chunk_size),
+                "chunk_size": chunk_size,
                 "n_pixels": n_pix,
                 "n_chunks": len(bounds),
             }
@@ -809,23 +905,39 @@ class SlamTrainer(BaseEstimator):
             n_pix, n_star, n_label, len(grid), self.n_folds, len(todo), len(bounds),
         )
         done_pixels = sum(bounds[i][1] - bounds[i][0] for i in results)
-        bar = tqdm(total=n_pix, initial=done_pixels, unit="px", desc="SLAM training", disable=not self.progress)
-        with bar:
-            if todo:
-                tasks = (
-                    delayed(_indexed_chunk)(
-                        index, x, flux[:, bounds[index][0] : bounds[index][1]],
-                        ivar[:, bounds[index][0] : bounds[index][1]], fold, grid, worker_settings,
+
+        def finish(index: int, result: dict[str, np.ndarray]) -> None:
+            if checkpoint is not None:
+                checkpoint.save(index, *bounds[index], result)
+            results[index] = result
+            if callback is not None:
+                callback(len(results), len(bounds))
+
+        if self.backend == "batched":
+            # one process: JAX uses the cores; the kernels' eigendecompositions are shared by the chunks
+            cache = KernelCache(x, fold)
+            steps = len(np.unique(grid[:, 2])) * int(self.n_folds)
+            bar = tqdm(total=len(todo) * steps, unit="step", desc="SLAM training (batched; gamma x fold x chunk)",
+                       disable=not self.progress)
+            with bar:
+                for index in todo:
+                    lo, hi = bounds[index]
+                    finish(index, _train_chunk(x, flux[:, lo:hi], ivar[:, lo:hi], fold, grid, worker_settings,
+                                               cache=cache, step_callback=lambda: bar.update(1)))
+        else:
+            bar = tqdm(total=n_pix, initial=done_pixels, unit="px", desc="SLAM training", disable=not self.progress)
+            with bar:
+                if todo:
+                    tasks = (
+                        delayed(_indexed_chunk)(
+                            index, x, flux[:, bounds[index][0] : bounds[index][1]],
+                            ivar[:, bounds[index][0] : bounds[index][1]], fold, grid, worker_settings,
+                        )
+                        for index in todo
                     )
-                    for index in todo
-                )
-                for index, result in Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")(tasks):
-                    if checkpoint is not None:
-                        checkpoint.save(index, *bounds[index], result)
-                    results[index] = result
-                    bar.update(bounds[index][1] - bounds[index][0])
-                    if callback is not None:
-                        callback(len(results), len(bounds))
+                    for index, result in Parallel(n_jobs=self.n_jobs, return_as="generator_unordered")(tasks):
+                        finish(index, result)
+                        bar.update(bounds[index][1] - bounds[index][0])
 
         merged = {
             name: np.concatenate([results[i][name] for i in range(len(bounds))], axis=1 if name == "oof_flux" else 0)

@@ -188,6 +188,10 @@ def test_bad_settings_are_refused(data):
         trainer(n_folds=1).fit(*data)
     with pytest.raises(TrainerSettingsError):
         trainer(chunk_size=0).fit(*data)
+    with pytest.raises(TrainerSettingsError, match="backend must be one of"):
+        trainer(backend="gpu").fit(*data)
+    with pytest.raises(TrainerSettingsError, match="cv_tol"):
+        trainer(cv_tol=0.0).fit(*data)
 
 
 def _bad_inputs():
@@ -305,3 +309,74 @@ def test_to_model_metadata(fitted):
     assert meta["trainer"]["n_folds"] == 5 and meta["trainer"]["grid"] == model.param_grid_.tolist()
     np.testing.assert_array_equal(slam.hyperparameters["C"], model.C_)
     np.testing.assert_array_equal(slam.training.oof_flux, model.oof_flux_)
+
+
+# ---------------------------------------------------------------------------------------------
+# the batched backend against the libsvm reference
+
+
+@pytest.fixture(scope="module")
+def batched(fitted, data):
+    _, flux, ivar = fitted
+    return trainer(backend="batched", cv_tol=1e-3).fit(data[0], flux, ivar, label_names=LABEL_NAMES)
+
+
+def test_batched_backend_chooses_libsvms_hyperparameters(fitted, batched):
+    """Same folds and grid: the same choice (or one within 1% CV MSE), CV MSE within 1% at every grid point."""
+    reference = fitted[0]
+    trained = reference.pixel_trained_
+    np.testing.assert_array_equal(batched.pixel_trained_, trained)
+    np.testing.assert_array_equal(batched.fold_, reference.fold_)
+    same = batched.best_index_ == reference.best_index_
+    at_choice = reference.cv_grid_mse_[np.arange(len(same)), batched.best_index_]
+    equivalent = same | (at_choice <= 1.01 * reference.cv_mse_)
+    assert np.mean(equivalent[trained]) >= 0.95
+    np.testing.assert_allclose(batched.cv_grid_mse_[trained], reference.cv_grid_mse_[trained], rtol=1e-2)
+    np.testing.assert_allclose(batched.model_variance_[trained], reference.model_variance_[trained], rtol=2e-2)
+
+
+def test_batched_final_models_predict_as_libsvms(fitted, batched, data):
+    """Where the choices agree, the batched final SVRs are the exact SVRs (to 1e-5 in standardized flux),
+    and differ from the libsvm reference (tol 1e-3) by no more than libsvm's own distance to the exact SVR."""
+    reference, flux, ivar = fitted
+    same = (batched.best_index_ == reference.best_index_) & reference.pixel_trained_
+    assert same.sum() >= 0.9 * reference.pixel_trained_.sum()
+    rng = np.random.default_rng(5)
+    lo, hi = reference.training_labels_.min(axis=0), reference.training_labels_.max(axis=0)
+    z = (np.vstack([reference.training_labels_, rng.uniform(lo, hi, (100, 4))]) - reference.label_mean_) / reference.label_scale_
+    for p in np.flatnonzero(same):
+        used, x, y = _standardized(reference, flux, ivar, p)
+        exact = SVR(C=reference.C_[p], epsilon=reference.epsilon_[p], gamma=reference.gamma_[p], tol=1e-9).fit(x, y)
+        kernel = np.exp(-reference.gamma_[p] * ((z[:, None, :] - reference.train_x_[None]) ** 2).sum(axis=-1))
+        libsvm = kernel @ reference.dual_coef_[p] + reference.intercept_[p]
+        ours = kernel @ batched.dual_coef_[p] + batched.intercept_[p]
+        truth = exact.predict(z)
+        assert np.max(np.abs(ours - truth)) < 1e-5, p
+        assert np.max(np.abs(ours - libsvm)) <= np.max(np.abs(libsvm - truth)) + 1e-5, p
+        assert np.median(np.abs(ours - libsvm)) < 1e-3, p
+    # excluded stars stay out of the final fits
+    assert np.all(batched.dual_coef_[7, [3, 17, 40]] == 0)
+
+
+def test_batched_backend_settings_and_default_cv_tolerance(data):
+    labels, flux, ivar = data
+    small = {"C": [1.0], "epsilon": [0.1], "gamma": [0.3]}
+    fast = trainer(grid=small, backend="batched").fit(labels, flux[:, :4], ivar[:, :4])
+    assert fast.settings_["backend"] == "batched" and fast.settings_["cv_tol"] == 1e-2
+    assert trainer(grid=small).fit(labels, flux[:, :4], ivar[:, :4]).settings_["cv_tol"] == 1e-3
+    assert fast.to_model().metadata["trainer"]["backend"] == "batched"
+
+
+def test_batched_training_resumes_from_its_checkpoint(data, tmp_path):
+    labels, flux, ivar = data
+    small = {"C": [0.5, 2.0], "epsilon": [0.1], "gamma": [0.3, 1.0]}
+    reference = trainer(grid=small, backend="batched").fit(labels, flux, ivar)
+    with pytest.raises(_Killed):
+        trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux, ivar,
+                                                                            callback=_kill_after(1))
+    resumed = trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux, ivar)
+    assert resumed.n_chunks_resumed_ == 1
+    for name in FITTED:
+        np.testing.assert_allclose(getattr(resumed, name), getattr(reference, name), rtol=1e-9, err_msg=name)
+    with pytest.raises(CheckpointError, match="different settings"):
+        trainer(grid=small, checkpoint_dir=tmp_path).fit(labels, flux, ivar)  # libsvm on a batched checkpoint

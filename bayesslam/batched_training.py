@@ -1,0 +1,185 @@
+"""SLAM's per-pixel cross-validated grid search and final fits with the batched SVR solver.
+
+This is the ``backend="batched"`` of :class:`bayesslam.train.SlamTrainer`:
+the same problems as the scikit-learn/libsvm backend (the same folds, grid,
+scores, tie-breaking and final refits), solved for many pixels at once by
+:func:`bayesslam.batched_svr.solve_svr_batch`.
+
+For one ``gamma`` and one fold every pixel shares the training kernel, so its
+eigendecomposition is computed once (:class:`KernelCache`) and reused by
+every pixel, every ``C`` and every ``epsilon``: all (pixel, C, epsilon) of one
+(gamma, fold) are the columns of one batched solve. Fold scores are the mean squared error on the fold's usable held-out stars,
+exactly as the libsvm backend computes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+
+from bayesslam.batched_svr import KernelSpectrum, rbf_kernel_matrix, solve_svr_batch
+
+__all__ = ["KernelCache", "cv_fold_scores", "final_fits"]
+
+logger = logging.getLogger(__name__)
+
+
+class KernelCache:
+    """Training kernels and their eigendecompositions per (gamma, fold), computed once per training.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (n_star, n_label)
+        Standardized training labels.
+    fold : numpy.ndarray of int, shape (n_star,)
+        Fold of each star.
+    """
+
+    def __init__(self, x: np.ndarray, fold: np.ndarray) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+        self.fold = np.asarray(fold)
+        self._folds: dict[tuple[float, int], tuple[KernelSpectrum, np.ndarray]] = {}
+        self._full: dict[float, KernelSpectrum] = {}
+
+    def fold_kernels(self, gamma: float, fold: int) -> tuple[KernelSpectrum, np.ndarray]:
+        """The training kernel's spectrum of ``fold`` and the held-out x training kernel block."""
+        key = (float(gamma), int(fold))
+        if key not in self._folds:
+            train = self.fold != fold
+            spectrum = KernelSpectrum.rbf(self.x[train], gamma)
+            held_out = rbf_kernel_matrix(self.x[~train], self.x[train], gamma)
+            self._folds[key] = (spectrum, held_out)
+        return self._folds[key]
+
+    def full(self, gamma: float) -> KernelSpectrum:
+        """The spectrum of the kernel of all training stars."""
+        key = float(gamma)
+        if key not in self._full:
+            self._full[key] = KernelSpectrum.rbf(self.x, gamma)
+        return self._full[key]
+
+
+def cv_fold_scores(
+    y: np.ndarray,
+    usable: np.ndarray,
+    fold: np.ndarray,
+    grid: np.ndarray,
+    pixels: np.ndarray,
+    cache: KernelCache,
+    *,
+    tol: float,
+    max_iter: int,
+    dtype: Any = np.float32,
+    step_callback: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Held-out MSE of every grid point and fold, and out-of-fold predictions, for a chunk of pixels.
+
+    For each (gamma, fold), every (C, epsilon) of that gamma and every pixel
+    is one column of a single :func:`~bayesslam.batched_svr.solve_svr_batch`
+    call on the fold's training kernel.
+
+    Parameters
+    ----------
+    y : numpy.ndarray, shape (n_star, n_chunk)
+        Standardized flux (0 where unusable).
+    usable : numpy.ndarray of bool, shape (n_star, n_chunk)
+    fold : numpy.ndarray of int, shape (n_star,)
+    grid : numpy.ndarray, shape (n_grid, 3)
+        (C, epsilon, gamma) rows.
+    pixels : numpy.ndarray of int
+        The chunk's pixels (columns) to score; the others stay NaN.
+    cache : KernelCache
+    tol, max_iter, dtype
+        Solver settings (:func:`~bayesslam.batched_svr.solve_svr_batch`).
+    step_callback : callable, optional
+        Called after each (gamma, fold) is done (progress).
+
+    Returns
+    -------
+    fold_mse : numpy.ndarray, shape (n_chunk, n_grid, n_folds)
+        NaN for a fold without a usable held-out star.
+    oof : numpy.ndarray of float32, shape (n_chunk, n_grid, n_star)
+        Held-out predictions (standardized), for every star.
+    n_unconverged : int
+        Solves that stopped at ``max_iter`` before reaching ``tol``.
+    """
+    n_star, n_chunk = y.shape
+    n_grid = grid.shape[0]
+    n_folds = int(fold.max()) + 1
+    fold_mse = np.full((n_chunk, n_grid, n_folds), np.nan)
+    oof = np.full((n_chunk, n_grid, n_star), np.nan, dtype=np.float32)
+    n_unconverged = 0
+    n_pix = pixels.size
+    for gamma in np.unique(grid[:, 2]):
+        points = np.flatnonzero(grid[:, 2] == gamma)
+        n_point = points.size
+        C = np.repeat(grid[points, 0], n_pix)
+        eps = np.repeat(grid[points, 1], n_pix)
+        for f in range(n_folds):
+            if n_pix:
+                train = np.flatnonzero(fold != f)
+                test = np.flatnonzero(fold == f)
+                spectrum, held_out = cache.fold_kernels(gamma, f)
+                use_train = np.tile(usable[np.ix_(train, pixels)], (1, n_point))
+                solution = solve_svr_batch(spectrum, np.tile(y[np.ix_(train, pixels)], (1, n_point)), C, eps,
+                                           mask=use_train, tol=tol, max_iter=max_iter, dtype=dtype)
+                n_unconverged += int((~solution.converged).sum())
+                pred = solution.predict(held_out).reshape(test.size, n_point, n_pix)
+                use_test = usable[np.ix_(test, pixels)]
+                squared = np.where(use_test[:, None, :], (pred - y[np.ix_(test, pixels)][:, None, :]) ** 2, 0.0)
+                n_test = use_test.sum(axis=0)
+                scores = np.divide(squared.sum(axis=0), n_test, out=np.full((n_point, n_pix), np.nan),
+                                   where=n_test > 0)
+                fold_mse[np.ix_(pixels, points, [f])] = scores.T[:, :, None]
+                oof[np.ix_(pixels, points, test)] = np.transpose(pred, (2, 1, 0)).astype(np.float32)
+            if step_callback is not None:
+                step_callback()
+    return fold_mse, oof, n_unconverged
+
+
+def final_fits(
+    y: np.ndarray,
+    usable: np.ndarray,
+    C: np.ndarray,
+    epsilon: np.ndarray,
+    gamma: np.ndarray,
+    pixels: np.ndarray,
+    cache: KernelCache,
+    *,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Final SVRs of a chunk's pixels at their own hyperparameters, on all their usable stars (float64).
+
+    Parameters
+    ----------
+    y : numpy.ndarray, shape (n_star, n_chunk)
+    usable : numpy.ndarray of bool, shape (n_star, n_chunk)
+    C, epsilon, gamma : numpy.ndarray, shape (n_chunk,)
+        Chosen hyperparameters (used at ``pixels``).
+    pixels : numpy.ndarray of int
+    cache : KernelCache
+    tol, max_iter
+        Solver settings.
+
+    Returns
+    -------
+    dual : numpy.ndarray, shape (n_chunk, n_star)
+        Dense dual coefficients (0 for unused stars and untouched pixels).
+    intercept : numpy.ndarray, shape (n_chunk,)
+    n_unconverged : int
+    """
+    n_star, n_chunk = y.shape
+    dual = np.zeros((n_chunk, n_star))
+    intercept = np.zeros(n_chunk)
+    n_unconverged = 0
+    for g in np.unique(gamma[pixels]):
+        group = pixels[gamma[pixels] == g]
+        solution = solve_svr_batch(cache.full(g), y[:, group], C[group], epsilon[group], mask=usable[:, group],
+                                   tol=tol, max_iter=max_iter, dtype=np.float64)
+        n_unconverged += int((~solution.converged).sum())
+        dual[group] = solution.beta.T
+        intercept[group] = solution.intercept
+    return dual, intercept, n_unconverged
