@@ -17,7 +17,7 @@ Algorithm: ADMM in the kernel's eigenbasis
 The problem is split as ``f(beta) + g(z)`` subject to ``beta = z``, with the
 smooth part ``f(beta) = 0.5 beta' K beta - y' beta`` restricted to
 ``sum beta = 0`` and the separable part ``g(z) = epsilon ||z||_1`` restricted
-to the box. Each ADMM iteration (over-relaxed, ``alpha = 1.6``) is
+to the box. Each ADMM iteration (over-relaxed, ``alpha = 1.8``) is
 
 * ``beta = (K + rho I)^-1 (y + rho (z - u) - nu 1)``, ``nu`` such that
   ``sum beta = 0``. With ``K = V diag(s) V'`` computed once, this is
@@ -72,7 +72,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ADMM over-relaxation factor.
-RELAXATION: float = 1.6
+RELAXATION: float = 1.8
 #: ``rho = rho_scale * C ** RHO_POWER`` by default.
 RHO_POWER: float = -0.85
 #: Default ``rho_scale`` for standardized targets and unit-diagonal kernels.
@@ -118,9 +118,10 @@ class KernelSpectrum:
     ----------
     kernel : numpy.ndarray, shape (n, n)
         The kernel matrix (float64).
-    vectors : numpy.ndarray, shape (n, n)
-        Orthonormal eigenvectors ``V`` (columns).
-    values : numpy.ndarray, shape (n,)
+    vectors : numpy.ndarray, shape (n, r)
+        Orthonormal eigenvectors ``V`` (columns); ``r = n`` unless truncated
+        (:meth:`truncated`), in which case the missing eigenvalues are 0.
+    values : numpy.ndarray, shape (r,)
         Eigenvalues ``s``, clipped at 0 (a kernel matrix is positive semidefinite;
         rounding can make the smallest ones slightly negative).
     """
@@ -159,7 +160,28 @@ class KernelSpectrum:
     @property
     def n(self) -> int:
         """Number of training stars."""
+        return int(self.vectors.shape[0])
+
+    @property
+    def rank(self) -> int:
+        """Number of eigenpairs kept (``n`` unless :meth:`truncated`)."""
         return int(self.values.shape[0])
+
+    def truncated(self, rel_tol: float) -> "KernelSpectrum":
+        """The kernel with its eigenvalues below ``rel_tol * max`` set to 0, and only the others kept.
+
+        The result is an exact spectrum of a slightly different kernel
+        (``kernel`` is ``V_r diag(s_r) V_r'``, off by at most ``rel_tol * max(s)``
+        in the matrix 2-norm); ADMM iterations on it cost ``rank / n`` of the
+        full ones. ``rel_tol = 0`` returns this spectrum.
+        """
+        if rel_tol <= 0:
+            return self
+        keep = self.values > rel_tol * self.values.max()
+        if keep.all():
+            return self
+        vectors, values = self.vectors[:, keep], self.values[keep]
+        return KernelSpectrum(kernel=(vectors * values) @ vectors.T, vectors=vectors, values=values)
 
     def restricted(self, rows: np.ndarray) -> "KernelSpectrum":
         """The spectrum of the kernel of a subset of the stars (cached for the few most recent subsets)."""
@@ -305,28 +327,39 @@ def default_rho(C: np.ndarray, rho_scale: float = DEFAULT_RHO_SCALE) -> np.ndarr
 
 
 @partial(jax.jit, static_argnames=("n_steps",))
-def _admm_block(vectors, values, ones_v, kernel, Y, upper, eps, rho, usable, z, u, done, tol, n_steps: int):
+def _admm_block(vectors, values, ones_v, Y, upper, eps, rho, usable, z, u, done, tol, n_steps: int):
     """``n_steps`` over-relaxed ADMM iterations (see the module docstring), then libsvm's gap test.
 
-    Columns already ``done`` keep their state. Returns ``(z, u, gap, done)``.
+    With a truncated spectrum (fewer eigenvectors than stars) the solve is
+    ``(K + rho I)^-1 q = q / rho + V diag(1 / (s + rho) - 1 / rho) V' q``,
+    the missing eigenvalues being 0. Columns already ``done`` keep their
+    state. Returns ``(z, u, gap, done)``.
     """
-    inv = 1.0 / (values[:, None] + rho[None, :])
-    m1 = vectors @ (ones_v[:, None] * inv)
+    full = vectors.shape[1] == vectors.shape[0]
+    if full:
+        inv = 1.0 / (values[:, None] + rho[None, :])
+        m1 = vectors @ (ones_v[:, None] * inv)
+    else:
+        inv = 1.0 / (values[:, None] + rho[None, :]) - 1.0 / rho[None, :]
+        m1 = 1.0 / rho[None, :] + vectors @ (ones_v[:, None] * inv)
     den = jnp.sum(m1, axis=0)
     tau = eps / rho
 
+    def solve(q):
+        projected = vectors @ (inv * (vectors.T @ q))
+        return projected if full else q / rho + projected
+
     def step(_, state):
         z, u = state
-        q = Y + rho * (z - u)
-        mq = vectors @ (inv * (vectors.T @ q))
-        nu = jnp.sum(mq, axis=0) / den
-        beta = mq - nu * m1
+        mq = solve(Y + rho * (z - u))
+        beta = mq - (jnp.sum(mq, axis=0) / den) * m1
         v = RELAXATION * beta + (1.0 - RELAXATION) * z + u
         z_new = jnp.clip(jnp.sign(v) * jnp.maximum(jnp.abs(v) - tau, 0.0), -upper, upper)
         return jnp.where(done, z, z_new), jnp.where(done, u, v - z_new)
 
     z, u = jax.lax.fori_loop(0, n_steps, step, (z, u))
-    m, M = _violation_terms(z, Y - kernel @ z, upper, eps, usable, xp=jnp)
+    kernel_z = vectors @ (values[:, None] * (vectors.T @ z))
+    m, M = _violation_terms(z, Y - kernel_z, upper, eps, usable, xp=jnp)
     gap = m - M
     return z, u, gap, done | (gap < tol)
 
@@ -402,7 +435,6 @@ def _iterate(spectrum, Yu, upper, usable, eps, rho, z, u, n_iter, columns, tol, 
         to = partial(jnp.asarray, dtype=dtype)
         vectors, values = to(spectrum.vectors), to(spectrum.values)
         ones_v = vectors.T @ jnp.ones(spectrum.n, dtype=dtype)
-        kernel = to(spectrum.kernel)
         tol_d = to(tol)
         active = np.flatnonzero(n_iter[columns] < max_iter)
         while active.size:
@@ -413,7 +445,7 @@ def _iterate(spectrum, Yu, upper, usable, eps, rho, z, u, n_iter, columns, tol, 
             z_a, u_a, done = to(z[:, cols]), to(u[:, cols]), jnp.asarray(pad)
             done_host = pad
             while True:
-                z_a, u_a, _, done = _admm_block(vectors, values, ones_v, kernel, *args, z_a, u_a, done, tol_d,
+                z_a, u_a, _, done = _admm_block(vectors, values, ones_v, *args, z_a, u_a, done, tol_d,
                                                 n_steps=check_every)
                 n_iter[columns[active[~done_host[: active.size]]]] += check_every
                 done_host = np.asarray(done) | pad

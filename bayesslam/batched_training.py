@@ -26,8 +26,18 @@ __all__ = ["KernelCache", "cv_fold_scores", "final_fits"]
 logger = logging.getLogger(__name__)
 
 
+#: Relative eigenvalue threshold of the cross-validation kernels (see :class:`KernelCache`).
+CV_RANK_TOL: float = 1e-8
+
+
 class KernelCache:
     """Training kernels and their eigendecompositions per (gamma, fold), computed once per training.
+
+    The fold kernels are truncated at ``rank_tol`` (eigenvalues below
+    ``rank_tol * max`` set to 0): for the paper's gammas this keeps 50-90% of
+    the eigenvectors, and the held-out MSE of the solutions changes by less
+    than 2e-5 (relative; measured up to C = 32, ``docs/training.md``). The
+    kernels of the final fits are exact.
 
     Parameters
     ----------
@@ -35,11 +45,14 @@ class KernelCache:
         Standardized training labels.
     fold : numpy.ndarray of int, shape (n_star,)
         Fold of each star.
+    rank_tol : float
+        Truncation of the fold kernels (0: exact).
     """
 
-    def __init__(self, x: np.ndarray, fold: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, fold: np.ndarray, rank_tol: float = CV_RANK_TOL) -> None:
         self.x = np.asarray(x, dtype=np.float64)
         self.fold = np.asarray(fold)
+        self.rank_tol = float(rank_tol)
         self._folds: dict[tuple[float, int], tuple[KernelSpectrum, np.ndarray]] = {}
         self._full: dict[float, KernelSpectrum] = {}
 
@@ -48,7 +61,7 @@ class KernelCache:
         key = (float(gamma), int(fold))
         if key not in self._folds:
             train = self.fold != fold
-            spectrum = KernelSpectrum.rbf(self.x[train], gamma)
+            spectrum = KernelSpectrum.rbf(self.x[train], gamma).truncated(self.rank_tol)
             held_out = rbf_kernel_matrix(self.x[~train], self.x[train], gamma)
             self._folds[key] = (spectrum, held_out)
         return self._folds[key]

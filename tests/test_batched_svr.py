@@ -212,3 +212,19 @@ def test_bad_targets_and_kernels_raise_named_errors(small):
         KernelSpectrum.from_kernel(np.ones((3, 4)))
     with pytest.raises(BayesSlamError):
         KernelSpectrum.from_kernel(np.full((3, 3), np.nan))
+
+
+def test_truncated_spectrum_solves_a_nearby_problem():
+    """Dropping eigenvalues below 1e-8 of the largest barely moves the solution (the CV kernels do this)."""
+    x, y = problem(np.random.default_rng(3), n=240, n_pix=4)
+    spectrum = KernelSpectrum.rbf(x, 0.2)
+    truncated = spectrum.truncated(1e-8)
+    assert truncated.rank < spectrum.n == truncated.n
+    assert np.linalg.norm(truncated.kernel - spectrum.kernel, 2) <= 1e-8 * spectrum.values.max() * (1 + 1e-6)
+    assert spectrum.truncated(0.0) is spectrum
+    for C in (2.0**-5, 1.0, 2.0**5):
+        exact = solve_svr_batch(spectrum, y, C, 0.05, tol=1e-6, dtype=np.float64, max_iter=200000)
+        near = solve_svr_batch(truncated, y, C, 0.05, tol=1e-6, dtype=np.float64, max_iter=200000)
+        assert near.converged.all()
+        np.testing.assert_allclose(spectrum.kernel @ near.beta + near.intercept,
+                                   spectrum.kernel @ exact.beta + exact.intercept, atol=1e-4)
