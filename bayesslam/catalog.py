@@ -1,4 +1,4 @@
-"""Catalogs: one FITS row per star with MAP and posterior labels, three kinds of sigma, and flags.
+"""Catalogs: one FITS row per star with MAP and posterior labels, raw and calibrated sigmas, and flags.
 
 Columns, for each label ``L`` of the model (e.g. ``TEFF``):
 
@@ -9,6 +9,21 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
     (NaN when no posterior was sampled).
 ``L_SNR_ERR``
     The empirical SNR-law sigma of Qiu et al. (2025) (NaN for labels without one).
+``L_ERR``, ``L_SYS_ERR``
+    The recommended, calibrated sigma and the systematic floor it contains,
+    from the model's error calibration (:mod:`bayesslam.calibration`):
+    ``sqrt((scale * L_POST_ERR)**2 + floor**2)`` with the posterior
+    calibration when a posterior was sampled and the model has one, else
+    ``sqrt((scale * L_MAP_ERR)**2 + floor**2)`` with the Laplace
+    calibration. Without a calibration ``L_ERR`` is the statistical sigma
+    (``L_POST_ERR``, else ``L_MAP_ERR``) and ``L_SYS_ERR`` is NaN.
+``L_CAL_P16``, ``L_CAL_P84``, ``L_CAL_P2_5``, ``L_CAL_P97_5``
+    Calibrated central 68.27% and 95% intervals: quantiles of the
+    calibrated posterior (draws moved from the median by ``scale`` and
+    convolved with ``N(0, floor**2)``), or ``L_MAP -+ z * L_ERR`` with the
+    Laplace calibration; NaN without a calibration. The header keyword
+    ``ERRCALIB`` says which calibration was used (``posterior``,
+    ``laplace`` or ``none``).
 ``L_RHAT``, ``L_ESS``
     Posterior diagnostics.
 ``RHO_L1_L2``
@@ -28,6 +43,7 @@ from typing import Sequence
 import numpy as np
 from astropy.table import Table
 
+from bayesslam.calibration import LEVELS, ModelCalibration
 from bayesslam.domain import TrainingDomain
 from bayesslam.fit import FitStatus, MapResult
 from bayesslam.sample import Posterior
@@ -80,6 +96,7 @@ def build_catalog(
     posterior: Posterior | None = None,
     domain: TrainingDomain | None = None,
     thresholds: FlagThresholds = FlagThresholds(),
+    calibration: ModelCalibration | None = None,
 ) -> Table:
     """Assemble the catalog table.
 
@@ -97,6 +114,8 @@ def build_catalog(
         For the out-of-domain measures.
     thresholds : FlagThresholds
         Flag thresholds.
+    calibration : ModelCalibration, optional
+        The model's error calibration (``SlamModel.error_calibration``).
     """
     n_star = len(fit)
     names = fit.label_names
@@ -108,6 +127,7 @@ def build_catalog(
     laws = snr_law_sigma(snr, names)
     nan = np.full((n_star, len(names)), np.nan)
     summary = posterior.summary if posterior is not None else {}
+    calibrated = _calibrated_columns(fit, posterior, calibration)
     for k, name in enumerate(names):
         col = name.upper()
         table[f"{col}_MAP"] = fit.labels[:, k]
@@ -117,6 +137,8 @@ def build_catalog(
         table[f"{col}_P84"] = summary.get("q84", nan)[:, k]
         table[f"{col}_POST_ERR"] = summary.get("sd", nan)[:, k]
         table[f"{col}_SNR_ERR"] = laws[:, k]
+        for suffix, values in calibrated.items():
+            table[f"{col}_{suffix}"] = values[:, k]
         table[f"{col}_RHAT"] = summary.get("r_hat", nan)[:, k]
         table[f"{col}_ESS"] = summary.get("ess_bulk", nan)[:, k]
     for i in range(len(names)):
@@ -151,9 +173,48 @@ def build_catalog(
     flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2), int(Flag.POOR_FIT), 0)
     table["FLAGS"] = flags
     table.meta["LABELS"] = ",".join(names)
+    table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
     for flag in Flag:
         table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name
     return table
+
+
+def _calibration_kind(posterior: Posterior | None, calibration: ModelCalibration | None) -> str:
+    if calibration is not None and posterior is not None and calibration.posterior is not None:
+        return "posterior"
+    if calibration is not None and calibration.laplace is not None:
+        return "laplace"
+    return "none"
+
+
+def _calibrated_columns(fit: MapResult, posterior: Posterior | None,
+                        calibration: ModelCalibration | None) -> dict[str, np.ndarray]:
+    """``ERR``, ``SYS_ERR`` and the calibrated interval columns, each ``(n_star, n_label)``."""
+    kind = _calibration_kind(posterior, calibration)
+    shape = fit.labels.shape
+    nan = np.full(shape, np.nan)
+    probs = [0.5 - LEVELS[0] / 2, 0.5 + LEVELS[0] / 2, 0.5 - LEVELS[1] / 2, 0.5 + LEVELS[1] / 2]
+    names = ("CAL_P16", "CAL_P84", "CAL_P2_5", "CAL_P97_5")
+    if kind == "none":
+        statistical = posterior.summary["sd"] if posterior is not None else fit.sigma
+        return {"ERR": statistical, "SYS_ERR": nan, **{name: nan for name in names}}
+    if kind == "posterior":
+        cal = calibration.posterior
+        quantiles = np.full((shape[0], len(probs), shape[1]), np.nan)
+        for i in range(shape[0]):
+            draws = posterior.draws(i)
+            if np.all(np.isfinite(draws)):
+                quantiles[i] = cal.quantiles(draws, probs)
+        out = {"ERR": cal.apply(posterior.summary["sd"])}
+    else:
+        cal = calibration.laplace
+        lo68, hi68 = cal.gaussian_intervals(fit.labels, fit.sigma, LEVELS[0])
+        lo95, hi95 = cal.gaussian_intervals(fit.labels, fit.sigma, LEVELS[1])
+        quantiles = np.stack([lo68, hi68, lo95, hi95], axis=1)
+        out = {"ERR": cal.apply(fit.sigma)}
+    out["SYS_ERR"] = np.broadcast_to(cal.floor, shape).copy()
+    out.update({name: quantiles[:, j] for j, name in enumerate(names)})
+    return out
 
 
 def write_catalog(table: Table, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -23,6 +23,10 @@ File layout (one compressed ``numpy.savez_compressed`` archive; read with
 ``training/<name>``
     The arrays of :class:`TrainingSummary`.
 
+The metadata may carry ``calibration``, the model's measured label-error
+calibration (:class:`bayesslam.calibration.ModelCalibration`), validated on
+load like everything else.
+
 A file that is truncated, damaged, of another format or schema version, or
 edited by hand is refused with :class:`ModelFileError`.
 """
@@ -46,6 +50,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bayesslam.calibration import CalibrationError, ModelCalibration
 from bayesslam.emulator import EMULATOR_ARRAYS, Emulator, EmulatorError, build_emulator
 from bayesslam.errors import CorruptFileError
 
@@ -193,6 +198,8 @@ class SlamModel:
             raise ModelFileError(
                 f"training summary covers {np.shape(self.training.C)} pixels, the emulator {n_pix}"
             )
+        if self.metadata.get("calibration") is not None:
+            _read_calibration(self.metadata["calibration"], self.metadata["label_names"])
 
     def build_emulator(self, dtype: Any = None) -> Emulator:
         """Build the JAX emulator (``dtype`` default: JAX's default float)."""
@@ -237,6 +244,30 @@ class SlamModel:
         return np.asarray(self.emulator_arrays["training_labels"])
 
     @property
+    def error_calibration(self) -> ModelCalibration | None:
+        """The model's measured label-error calibration (metadata ``calibration``), or None.
+
+        See :mod:`bayesslam.calibration`; the record is validated when the
+        model is constructed or loaded.
+        """
+        record = self.metadata.get("calibration")
+        return None if record is None else _read_calibration(record, self.label_names)
+
+    def with_calibration(self, calibration: ModelCalibration) -> "SlamModel":
+        """A copy of this model whose metadata carries ``calibration`` (save it with :func:`save_model`).
+
+        Raises
+        ------
+        ModelFileError
+            If the calibration's labels differ from the model's.
+        """
+        if tuple(calibration.label_names) != self.label_names:
+            raise ModelFileError(
+                f"calibration labels {calibration.label_names} differ from the model's {self.label_names}"
+            )
+        return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "calibration": calibration.to_metadata()})
+
+    @property
     def hyperparameters(self) -> dict[str, np.ndarray]:
         """Chosen ``C``, ``epsilon`` and ``gamma`` per pixel."""
         return {
@@ -244,6 +275,13 @@ class SlamModel:
             "epsilon": np.asarray(self.training.epsilon),
             "gamma": np.asarray(self.emulator_arrays["gamma"]),
         }
+
+
+def _read_calibration(record: Any, label_names: Any) -> ModelCalibration:
+    try:
+        return ModelCalibration.from_metadata(record, tuple(label_names))
+    except CalibrationError as exc:
+        raise ModelFileError(f"the model's calibration record is unusable: {exc}") from exc
 
 
 def library_versions() -> dict[str, str]:
@@ -462,11 +500,14 @@ def load_model(path: str | os.PathLike, *, dtype: Any = None) -> SlamModel:
     absent = [k for k, v in {**emulator_arrays, **summary_arrays}.items() if v is None]
     if absent:
         raise ModelFileError(f"{path}: arrays {absent} are missing; the file is incomplete.")
-    model = SlamModel(
-        emulator_arrays=emulator_arrays,
-        training=TrainingSummary(**summary_arrays),
-        metadata=metadata,
-    )
+    try:
+        model = SlamModel(
+            emulator_arrays=emulator_arrays,
+            training=TrainingSummary(**summary_arrays),
+            metadata=metadata,
+        )
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
     emulator = model.build_emulator(dtype)
     model.__dict__["emulator"] = emulator
     return model

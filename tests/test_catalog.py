@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from astropy.table import Table
 from toymodel import make_toy_model, simulate
 
@@ -38,3 +39,57 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     assert list(back["IDENTIFIER"]) == [f"s{i}" for i in range(5)]
     assert back.meta["FLAGBIT6"] == "LOW_SNR"
     assert "OUTSIDE_DOMAIN" in describe_flags()
+
+
+def _calibration(posterior: bool = True):
+    from bayesslam.calibration import ErrorCalibration, ModelCalibration
+
+    names = ("teff", "logg", "fe_h", "alpha_m")
+    laplace = ErrorCalibration(names, "laplace", np.array([1.0, 1.5, 2.4, 2.0]), np.array([5.0, 0.05, 0.02, 0.05]))
+    post = ErrorCalibration(names, "posterior", np.array([0.9, 1.2, 2.0, 0.8]), np.array([2.0, 0.04, 0.03, 0.0]))
+    return ModelCalibration(laplace, post if posterior else None)
+
+
+def test_calibrated_columns(tmp_path: Path):
+    from scipy.stats import norm
+
+    from bayesslam.sample import sample_emcee
+
+    toy = make_toy_model()
+    _, flux, ivar = simulate(toy, 3, snr=30, seed=4)
+    fit = fit_map(toy, flux, ivar)
+    snr = np.full(3, 30.0)
+    ids = ["a", "b", "c"]
+
+    raw = build_catalog(ids, snr, fit)
+    assert raw.meta["ERRCALIB"] == "none"
+    np.testing.assert_array_equal(raw["FE_H_ERR"], raw["FE_H_MAP_ERR"])
+    assert np.all(np.isnan(raw["FE_H_SYS_ERR"])) and np.all(np.isnan(raw["FE_H_CAL_P16"]))
+
+    calibration = _calibration()
+    table = build_catalog(ids, snr, fit, calibration=calibration)
+    assert table.meta["ERRCALIB"] == "laplace"
+    np.testing.assert_allclose(table["FE_H_ERR"], np.sqrt((2.4 * fit.sigma[:, 2]) ** 2 + 0.02**2))
+    np.testing.assert_array_equal(table["FE_H_SYS_ERR"], np.full(3, 0.02))
+    np.testing.assert_allclose(table["TEFF_CAL_P84"] - table["TEFF_MAP"], table["TEFF_ERR"])
+    np.testing.assert_allclose(table["TEFF_MAP"] - table["TEFF_CAL_P2_5"], norm.ppf(0.975) * table["TEFF_ERR"])
+    assert np.all(table["FE_H_ERR"] > table["FE_H_MAP_ERR"])
+
+    post = sample_emcee(toy, flux, ivar, seed=1, n_walkers=16, n_steps=400, n_burn=100, progress=False)
+    sampled = build_catalog(ids, snr, fit, post, calibration=calibration)
+    assert sampled.meta["ERRCALIB"] == "posterior"
+    sd = post.summary["sd"]
+    np.testing.assert_allclose(sampled["LOGG_ERR"], np.sqrt((1.2 * sd[:, 1]) ** 2 + 0.04**2))
+    quantiles = calibration.posterior.quantiles(post.draws(1), [0.15865525393145707, 0.975])
+    assert sampled["FE_H_CAL_P16"][1] == pytest.approx(quantiles[0, 2])
+    assert sampled["FE_H_CAL_P97_5"][1] == pytest.approx(quantiles[1, 2])
+    # a floor and a scale > 1 widen the interval; scale < 1 and no floor narrow it ([alpha/M] here)
+    assert np.all(sampled["FE_H_CAL_P84"] - sampled["FE_H_CAL_P16"] > sampled["FE_H_P84"] - sampled["FE_H_P16"])
+    assert np.all(sampled["ALPHA_M_CAL_P84"] - sampled["ALPHA_M_CAL_P16"] < sampled["ALPHA_M_P84"] - sampled["ALPHA_M_P16"])
+    # a posterior but only a Laplace calibration: the calibrated columns come from the MAP
+    mixed = build_catalog(ids, snr, fit, post, calibration=_calibration(posterior=False))
+    assert mixed.meta["ERRCALIB"] == "laplace"
+    np.testing.assert_allclose(mixed["FE_H_ERR"], table["FE_H_ERR"])
+    back = Table.read(write_catalog(sampled, tmp_path / "calibrated.fits"))
+    assert back.meta["ERRCALIB"] == "posterior"
+    np.testing.assert_allclose(back["TEFF_CAL_P97_5"], sampled["TEFF_CAL_P97_5"])

@@ -2,7 +2,8 @@
 
 A small model is trained here (300 mock stars, every 4th pixel of the production grid, fixed
 hyperparameters) so that the statistical checks run in the test suite's time budget; the shipped
-default model is checked by the benchmarks and its model card.
+default model is checked by the benchmarks and its model card. Seeds: training 101, test 202,
+error calibration 303, calibration check 404.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesslam.fit import fit_map
+from bayesslam.calibration import LEVELS, ErrorCalibration, coverage
+from bayesslam.fit import FitStatus, fit_map
 from bayesslam.mock import ObservingSetup, make_survey
 from bayesslam.prepare import prepare_spectra
 from bayesslam.sample import sample_emcee, sample_nuts
@@ -112,3 +114,42 @@ def test_nuts_and_emcee_agree_on_a_mock_star(emulator, test_set):
         a, b = nuts.summary, walkers.summary
         assert abs(a["mean"][0, k] - b["mean"][0, k]) < 0.1 * a["sd"][0, k]
         assert b["sd"][0, k] == pytest.approx(a["sd"][0, k], rel=0.1)
+
+
+@pytest.fixture(scope="module")
+def calibration_sets():
+    """An error-calibration set and an independent check set (400 stars each, SNR 5-60)."""
+    return _mock(400, 303, (5.0, 60.0)), _mock(400, 404, (5.0, 60.0))
+
+
+def _errors(emulator, flux, ivar, truth):
+    fit = fit_map(emulator, flux, ivar)
+    return np.where((fit.status == FitStatus.CONVERGED)[:, None], fit.labels - truth, np.nan), fit.sigma
+
+
+@pytest.mark.slow
+def test_calibrated_laplace_sigmas_cover_held_out_stars_and_negative_controls_fail(emulator, calibration_sets):
+    """Calibration measured on one mock set makes MAP +- sigma cover on another, at 68.27% and 95%.
+
+    The tolerance is 3 binomial standard errors of the check set times sqrt(2) (the calibration's own
+    sampling error is as large). Negative controls: the raw Laplace sigma, and the calibrated sigma of
+    a fit without the emulator variance s_j^2, must under-cover.
+    """
+    (cal_flux, cal_ivar, _, cal_truth, _), (flux, ivar, _, truth, snr) = calibration_sets
+    cal_errors, cal_sigma = _errors(emulator, cal_flux, cal_ivar, cal_truth)
+    calibration = ErrorCalibration.measure(LABELS, cal_errors + cal_truth, cal_truth, cal_sigma, n_bootstrap=0)
+    errors, sigma = _errors(emulator, flux, ivar, truth)
+    n = int(np.sum(np.all(np.isfinite(errors), axis=1)))
+    blind_model = dataclasses.replace(emulator, model_variance=jnp.where(jnp.isfinite(emulator.model_variance), 0.0,
+                                                                         jnp.inf))
+    blind_errors, blind_sigma = _errors(blind_model, flux, ivar, truth)
+    for level in LEVELS:
+        se = np.sqrt(level * (1 - level) / n)
+        calibrated = coverage(errors, calibration.apply(sigma), level)
+        raw = coverage(errors, sigma, level)
+        blind = coverage(blind_errors, calibration.apply(blind_sigma), level)
+        logger.warning("coverage at %.3f: raw %s, calibrated %s, s_j^2 = 0 + calibration %s (n=%d)", level,
+                       np.round(raw, 3), np.round(calibrated, 3), np.round(blind, 3), n)
+        assert np.all(np.abs(calibrated - level) < 3 * np.sqrt(2) * se)
+        assert raw[2] < level - 3 * se  # [Fe/H]
+        assert blind[2] < calibrated[2] - 2 * se

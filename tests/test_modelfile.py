@@ -191,3 +191,50 @@ def test_save_refuses_overwrite_and_bad_metadata(trained, saved, tmp_path):
         save_model(bad, tmp_path / "bad.npz")
     assert not (tmp_path / "bad.npz").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _calibration(names=LABEL_NAMES):
+    from bayesslam.calibration import ErrorCalibration, ModelCalibration
+
+    n = len(names)
+    laplace = ErrorCalibration(names, "laplace", np.linspace(0.9, 2.4, n), np.linspace(0.0, 0.05, n),
+                               np.full(n, 0.03), np.full(n, 0.01), 1000, "unit test", {}, {})
+    posterior = ErrorCalibration(names, "posterior", np.linspace(0.8, 2.0, n), np.linspace(1.0, 0.04, n))
+    return ModelCalibration(laplace, posterior)
+
+
+def test_calibration_record_round_trip(trained, tmp_path):
+    _, model = trained
+    assert model.error_calibration is None
+    calibration = _calibration()
+    path = save_model(model.with_calibration(calibration), tmp_path / "calibrated.npz")
+    back = load_model(path).error_calibration
+    for kind in ("laplace", "posterior"):
+        for name in ("scale", "floor", "scale_err", "floor_err"):
+            np.testing.assert_array_equal(getattr(getattr(back, kind), name), getattr(getattr(calibration, kind), name))
+    assert back.laplace.source == "unit test" and back.laplace.n_stars == 1000
+    assert np.all(np.isnan(back.posterior.scale_err))
+    # the emulator is untouched by the calibration
+    np.testing.assert_array_equal(load_model(path).emulator_arrays["dual_coef"], model.emulator_arrays["dual_coef"])
+
+
+def test_calibration_with_other_labels_is_refused(trained):
+    with pytest.raises(ModelFileError, match="differ"):
+        trained[1].with_calibration(_calibration(("teff", "logg", "fe_h", "vsini")))
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c["laplace"]["floor"].update(fe_h=-0.01), "floor"),
+        (lambda c: c["posterior"]["scale"].pop("teff"), "no scale"),
+        (lambda c: c.update(emcee={}), "unknown kinds"),
+        (lambda c: c["laplace"].update(kind="posterior"), "kind"),
+    ],
+)
+def test_corrupt_calibration_record_is_refused(trained, tmp_path, edit, match):
+    path = save_model(trained[1].with_calibration(_calibration()), tmp_path / "calibrated.npz")
+    _rewrite(path, edit_metadata=lambda m: edit(m["calibration"]), fix_checksum=True)
+    with pytest.raises(ModelFileError, match=match) as info:
+        load_model(path)
+    assert "calibration record is unusable" in str(info.value)
