@@ -96,8 +96,8 @@ def run_train(args: argparse.Namespace) -> int:
     label_names = tuple(args.label_names.split(","))
     labels = read_label_table(args.labels, prepared.spectra.identifiers, label_names, args.id_column)
     checkpoint = args.checkpoint or args.output.with_suffix(".checkpoint")
-    trainer = SlamTrainer(grid=args.grid, n_folds=args.folds, n_jobs=args.n_jobs, checkpoint_dir=checkpoint,
-                          progress=args.progress)
+    trainer = SlamTrainer(grid=args.grid, backend=args.backend, n_folds=args.folds, tol=args.tol,
+                          cv_tol=args.cv_tol, n_jobs=args.n_jobs, checkpoint_dir=checkpoint, progress=args.progress)
     if checkpoint.exists() and not args.resume:
         raise BayesSlamError(f"checkpoint {checkpoint} exists; pass --resume to continue that training, or remove it.")
     trainer.fit_prepared(labels, prepared, label_names=label_names)
@@ -119,7 +119,8 @@ def run_fit(args: argparse.Namespace) -> int:
     batch = prepared.spectra
     result = fit_map(model.emulator, batch.flux, batch.ivar, progress=args.progress)
     snr = np.array([m.snr for m in batch.meta])
-    table = build_catalog(batch.identifiers, snr, result, domain=TrainingDomain(model.training_labels))
+    table = build_catalog(batch.identifiers, snr, result, domain=TrainingDomain(model.training_labels),
+                          calibration=model.error_calibration)
     write_catalog(table, args.output, overwrite=args.overwrite)
     _log_table(table, model.label_names)
     logger.info("catalog of %d stars -> %s (%d inputs failed)", len(table), args.output, len(prepared.failures))
@@ -152,7 +153,8 @@ def run_sample(args: argparse.Namespace) -> int:
                                  progress=args.progress)
     posterior.to_netcdf(args.output)
     snr = np.array([m.snr for m in batch.meta])
-    table = build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels))
+    table = build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
+                          calibration=model.error_calibration)
     catalog = args.catalog or args.output.with_suffix(".fits")
     write_catalog(table, catalog, overwrite=True)
     _log_table(table, model.label_names)
@@ -161,12 +163,16 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def _log_table(table, label_names: Sequence[str]) -> None:
+    """Log one line per star: MAP labels with the catalog's recommended sigma ``L_ERR``."""
+    logger.info("errors: %s", {"none": "statistical (the model has no error calibration)",
+                               "laplace": "calibrated (Laplace calibration)",
+                               "posterior": "calibrated (posterior calibration)"}[table.meta["ERRCALIB"]])
     head = "  ".join(f"{n:>16s}" for n in label_names)
     logger.info("  %-26s %6s  %s  %5s %s", "identifier", "SNR", head, "chi2r", "flags")
     for row in table:
         values = "  ".join(
-            f"{row[f'{n.upper()}_MAP']:8.3f}+-{row[f'{n.upper()}_MAP_ERR']:<6.3f}" if n != "teff"
-            else f"{row['TEFF_MAP']:8.1f}+-{row['TEFF_MAP_ERR']:<6.1f}"
+            f"{row[f'{n.upper()}_MAP']:8.3f}+-{row[f'{n.upper()}_ERR']:<6.3f}" if n != "teff"
+            else f"{row['TEFF_MAP']:8.1f}+-{row['TEFF_ERR']:<6.1f}"
             for n in label_names
         )
         logger.info("  %-26s %6.1f  %s  %5.2f %d", row["IDENTIFIER"], row["SNR"], values, row["REDUCED_CHI2"], row["FLAGS"])

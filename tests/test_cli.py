@@ -72,3 +72,26 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
     loaded = load_model(model)
     assert loaded.label_names == ("teff", "logg", "fe_h", "alpha_m")
     assert loaded.metadata["n_train"] == 24 and loaded.wave[0] >= 8100
+
+
+def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
+    from bayesslam.modelfile import load_model
+
+    folder = tmp_path / "mock"
+    assert main(["mock", "--n", "30", "--seed", "6", "--snr", "30", "80", "-o", str(folder)]) == 0
+    prepared = tmp_path / "train.fits"
+    files = [str(p) for p in sorted(folder.glob("spec-*.fits"))]
+    assert main(["prepare", *files, "-o", str(prepared), "--window", "8100", "8200"]) == 0
+    common = ["train", str(prepared), "--labels", str(folder / "labels.csv"), "--folds", "3"]
+    models = {}
+    for backend in ("libsvm", "batched"):
+        path = tmp_path / f"{backend}.npz"
+        assert main([*common, "-o", str(path), "--backend", backend, "--cv-tol", "1e-3"]) == 0
+        models[backend] = load_model(path)
+    reference, batched = models["libsvm"], models["batched"]
+    assert batched.metadata["trainer"]["backend"] == "batched"
+    same = np.mean(reference.hyperparameters["C"] == batched.hyperparameters["C"])
+    assert same >= 0.95
+    labels = reference.training_labels[:5]
+    np.testing.assert_allclose(np.asarray(batched.emulator(labels)), np.asarray(reference.emulator(labels)), atol=1e-3)
+    assert main([*common, "-o", str(tmp_path / "x.npz"), "--cv-tol", "-1", "--backend", "batched"]) == 2
