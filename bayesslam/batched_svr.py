@@ -71,6 +71,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Truncated kernels keep a multiple of this many eigenpairs (few compiled shapes).
+RANK_MULTIPLE: int = 64
+#: Relative distance to a bound below which a returned coefficient is put on it.
+SNAP_RTOL: float = 1e-10
 #: ADMM over-relaxation factor.
 RELAXATION: float = 1.8
 #: ``rho = rho_scale * C ** RHO_POWER`` by default.
@@ -167,20 +171,25 @@ class KernelSpectrum:
         """Number of eigenpairs kept (``n`` unless :meth:`truncated`)."""
         return int(self.values.shape[0])
 
-    def truncated(self, rel_tol: float) -> "KernelSpectrum":
+    def truncated(self, rel_tol: float, multiple: int = RANK_MULTIPLE) -> "KernelSpectrum":
         """The kernel with its eigenvalues below ``rel_tol * max`` set to 0, and only the others kept.
 
-        The result is an exact spectrum of a slightly different kernel
-        (``kernel`` is ``V_r diag(s_r) V_r'``, off by at most ``rel_tol * max(s)``
-        in the matrix 2-norm); ADMM iterations on it cost ``rank / n`` of the
-        full ones. ``rel_tol = 0`` returns this spectrum.
+        The number of eigenpairs kept is rounded up to a multiple of
+        ``multiple`` (the next largest eigenvalues are kept too), so that the
+        kernels of different folds share a shape and the solver compiles once
+        for all of them. The result is an exact spectrum of a slightly
+        different kernel (``kernel`` is ``V_r diag(s_r) V_r'``, off by at most
+        ``rel_tol * max(s)`` in the matrix 2-norm); ADMM iterations on it cost
+        ``rank / n`` of the full ones. ``rel_tol = 0`` returns this spectrum.
         """
         if rel_tol <= 0:
             return self
-        keep = self.values > rel_tol * self.values.max()
-        if keep.all():
+        n_keep = int(np.sum(self.values > rel_tol * self.values.max()))
+        n_keep = -(-n_keep // multiple) * multiple
+        if n_keep >= self.n:
             return self
-        vectors, values = self.vectors[:, keep], self.values[keep]
+        order = np.argsort(self.values)[::-1][:n_keep]
+        vectors, values = self.vectors[:, order], self.values[order]
         return KernelSpectrum(kernel=(vectors * values) @ vectors.T, vectors=vectors, values=values)
 
     def restricted(self, rows: np.ndarray) -> "KernelSpectrum":
@@ -404,6 +413,19 @@ def _rebalance(beta: np.ndarray, h: np.ndarray, upper: np.ndarray, eps: np.ndarr
     return beta
 
 
+def _snap_to_bounds(beta: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Coefficients within ``SNAP_RTOL * C`` of 0 or of ``+-C`` set exactly there.
+
+    libsvm's coefficients sit exactly on their bounds; rounding in the
+    rebalancing can leave one a few ulps away, which would make it "free" and
+    change the intercept (the mean over free coefficients instead of the
+    midpoint of the feasible interval).
+    """
+    margin = SNAP_RTOL * upper
+    beta = np.where(np.abs(beta) <= margin, 0.0, beta)
+    return np.where(np.abs(beta) >= upper - margin, np.sign(beta) * upper, beta)
+
+
 def _bucket(size: int) -> int:
     """Padded number of columns: the next of 8, 12, 16, 24, 32, 48, ... (few compiled shapes, <= 33% padding)."""
     size = max(int(size), 1)
@@ -588,6 +610,7 @@ def solve_svr_batch(
                                               n_iter, active, inner_tol, max_iter, check_every, dtype)
         z_a = np.where(usable[:, active], np.clip(z[:, active], -upper[:, active], upper[:, active]), 0.0)
         sub = _rebalance(z_a, Yu[:, active] - spectrum.kernel @ z_a, upper[:, active], Ev[active], usable[:, active])
+        sub = _snap_to_bounds(sub, upper[:, active])
         h = Yu[:, active] - spectrum.kernel @ sub
         m, M = _violation_terms(sub, h, Cv[active], Ev[active], usable[:, active])
         beta[:, active] = sub

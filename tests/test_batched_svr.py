@@ -218,10 +218,16 @@ def test_truncated_spectrum_solves_a_nearby_problem():
     """Dropping eigenvalues below 1e-8 of the largest barely moves the solution (the CV kernels do this)."""
     x, y = problem(np.random.default_rng(3), n=240, n_pix=4)
     spectrum = KernelSpectrum.rbf(x, 0.2)
-    truncated = spectrum.truncated(1e-8)
+    truncated = spectrum.truncated(1e-8, multiple=1)
     assert truncated.rank < spectrum.n == truncated.n
     assert np.linalg.norm(truncated.kernel - spectrum.kernel, 2) <= 1e-8 * spectrum.values.max() * (1 + 1e-6)
     assert spectrum.truncated(0.0) is spectrum
+    assert truncated.rank == np.sum(spectrum.values > 1e-8 * spectrum.values.max())
+    # the rank is rounded up to the multiple (here the full rank: no truncation), keeping the largest eigenvalues
+    rounded = spectrum.truncated(1e-4, multiple=16)
+    assert rounded.rank % 16 == 0 and rounded.rank >= np.sum(spectrum.values > 1e-4 * spectrum.values.max())
+    np.testing.assert_array_equal(np.sort(rounded.values), np.sort(spectrum.values)[-rounded.rank:])
+    assert spectrum.truncated(1e-8, multiple=spectrum.n) is spectrum
     for C in (2.0**-5, 1.0, 2.0**5):
         exact = solve_svr_batch(spectrum, y, C, 0.05, tol=1e-6, dtype=np.float64, max_iter=200000)
         near = solve_svr_batch(truncated, y, C, 0.05, tol=1e-6, dtype=np.float64, max_iter=200000)
