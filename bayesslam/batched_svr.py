@@ -530,7 +530,9 @@ def solve_svr_batch(
     dtype : numpy dtype
         Precision of the iterations (``float32`` or ``float64``; float64 runs
         under ``jax.enable_x64`` without touching JAX's global setting). The
-        final gap and intercept are always computed in float64.
+        final gap and intercept are always computed in float64. float32 cannot
+        certify ``tol`` much below ~5e-3 for large ``C`` (the rounding of
+        ``y - K beta`` is of that size): use float64 there.
     return_state : bool
         Also return the final ADMM state ``(z, u)`` for warm starts.
 

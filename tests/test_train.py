@@ -380,3 +380,24 @@ def test_batched_training_resumes_from_its_checkpoint(data, tmp_path):
         np.testing.assert_allclose(getattr(resumed, name), getattr(reference, name), rtol=1e-9, err_msg=name)
     with pytest.raises(CheckpointError, match="different settings"):
         trainer(grid=small, checkpoint_dir=tmp_path).fit(labels, flux, ivar)  # libsvm on a batched checkpoint
+
+
+def test_tight_cv_tolerance_is_solved_in_float64(data, monkeypatch):
+    """float32 iterates cannot certify libsvm's 1e-3 at large C: tight CV tolerances switch to float64."""
+    import bayesslam.batched_training as batched_training
+
+    seen = []
+    solve = batched_training.solve_svr_batch
+
+    def spy(*args, **kwargs):
+        seen.append(np.dtype(kwargs["dtype"]))
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(batched_training, "solve_svr_batch", spy)
+    labels, flux, ivar = data
+    for cv_tol, expected in ((1e-2, np.float32), (1e-3, np.float64)):
+        seen.clear()
+        trainer(grid={"C": [32.0], "epsilon": [0.01], "gamma": [0.5]}, backend="batched",
+                cv_tol=cv_tol).fit(labels, flux[:, :2], ivar[:, :2])
+        cv_dtypes = set(seen[:-1])  # the last solve is the final fit (always float64)
+        assert cv_dtypes == {np.dtype(expected)}, cv_tol
