@@ -1,0 +1,250 @@
+"""Benchmark the batched SVR trainer backend against the scikit-learn/libsvm reference.
+
+One command prints every figure (and writes them to ``--out``/bench_train_batched.json)::
+
+    python benchmarks/bench_train_batched.py                      # fast and paper grids, scaling
+    python benchmarks/bench_train_batched.py --grids fast --no-scaling --ref-pixels 8 --pixels 64   # quick
+
+Training set: the default model's 870 mock BOSS M dwarfs (``bayesslam.mock``,
+seed 20251126, SNR 10-100) prepared on the production window (1739 pixels),
+cached in ``build/``. Both backends use the same folds (10), grid and
+``tol = 1e-3``; the reference is ``SlamTrainer(backend="libsvm", n_jobs=2)``.
+
+For each grid, in the same run:
+
+* libsvm on ``--ref-pixels`` random trainable pixels (wall time on 2 workers);
+* the batched backend (``cv_tol`` 1e-2, its default, and on ``--tight-grids``
+  1e-3 = libsvm's tolerance, solved in float64) on ``--pixels`` pixels that
+  include the reference ones, at two
+  batch sizes so that the cost is split into a fixed part (kernel
+  eigendecompositions, compilation) and a per-pixel part;
+* wall times extrapolated to the production window (1739 pixels) and the
+  whole BOSS grid (4648 pixels), linear in pixels (libsvm: per pixel;
+  batched: fixed + per pixel), and the speed-up;
+* agreement on the reference pixels: same choice of (C, epsilon, gamma),
+  same-or-within-1% CV MSE, CV MSE differences at every grid point, and the
+  final models' predictions (standardized flux) where the choices agree,
+  beside libsvm's own distance to the exact SVR (libsvm at ``tol = 1e-9``).
+
+``--scaling`` adds the batched backend's time against pixels, training stars
+and grid size (fast grid unless noted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.svm import SVR
+
+from bayesslam.train import SlamTrainer, resolve_grid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import build_default_model as build  # noqa: E402
+
+PRODUCTION_PIXELS = 1739
+BOSS_PIXELS = 4648
+LABELS = ("teff", "logg", "fe_h", "alpha_m")
+
+
+def training_set(cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The default model's mock training set (prepared once, then read from ``cache``)."""
+    if cache.exists():
+        data = np.load(cache)
+        return data["labels"], data["flux"], data["ivar"]
+    prepared, labels, _ = build._prepare_mock(build.N_TRAIN, build.TRAIN_SEED, (10.0, 100.0), progress=False)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, labels=labels, flux=prepared.spectra.flux, ivar=prepared.spectra.ivar)
+    return labels, prepared.spectra.flux, prepared.spectra.ivar
+
+
+def timed_fit(labels, flux, ivar, **options) -> tuple[SlamTrainer, float]:
+    start = time.perf_counter()
+    trainer = SlamTrainer(progress=False, **options).fit(labels, flux, ivar, label_names=LABELS)
+    return trainer, time.perf_counter() - start
+
+
+def warm_up(labels, flux, ivar, grid) -> None:
+    """Compile the batched solver's shapes once so that timings compare steady states."""
+    timed_fit(labels, flux[:, :16], ivar[:, :16], grid=grid, backend="batched")
+
+
+def agreement(reference: SlamTrainer, batched: SlamTrainer, columns: np.ndarray, flux: np.ndarray,
+              ivar: np.ndarray) -> dict:
+    """Choice, CV MSE and final-model agreement with the reference on its pixels.
+
+    ``columns`` are the reference pixels' columns in the batched trainer; ``flux`` and ``ivar``
+    hold the reference pixels.
+    """
+    trained = reference.pixel_trained_
+    best = batched.best_index_[columns]
+    same = best == reference.best_index_
+    at_choice = reference.cv_grid_mse_[np.arange(trained.size), np.maximum(best, 0)]
+    equivalent = same | (at_choice <= 1.01 * reference.cv_mse_)
+    rel = np.abs(batched.cv_grid_mse_[columns][trained] / reference.cv_grid_mse_[trained] - 1)
+    ours, libsvm_error = [], []
+    x = reference.train_x_
+    for p in np.flatnonzero(same & trained):
+        used = ivar[:, p] > 0
+        y = (flux[used, p] - reference.flux_mean_[p]) / reference.flux_scale_[p]
+        kernel = np.exp(-reference.gamma_[p] * ((x[:, None, :] - x[None, :, :]) ** 2).sum(axis=-1))
+        a = kernel @ reference.dual_coef_[p] + reference.intercept_[p]
+        b = kernel @ batched.dual_coef_[columns[p]] + batched.intercept_[columns[p]]
+        exact = SVR(C=reference.C_[p], epsilon=reference.epsilon_[p], gamma=reference.gamma_[p], tol=1e-9)
+        ours.append(np.abs(a - b))
+        libsvm_error.append(np.abs(a - exact.fit(x[used], y).predict(x)))
+    ours = np.concatenate(ours) if ours else np.zeros(1)
+    libsvm_error = np.concatenate(libsvm_error) if libsvm_error else np.zeros(1)
+
+    def summary(values: np.ndarray) -> dict:
+        return {"median": float(np.median(values)), "p99": float(np.percentile(values, 99)), "max": float(values.max())}
+
+    return {
+        "pixels": int(trained.sum()),
+        "same_choice": float(np.mean(same[trained])),
+        "same_or_within_1pct": float(np.mean(equivalent[trained])),
+        "cv_mse_rel_diff_all_points": summary(rel),
+        "final_pred_diff": summary(ours),
+        "libsvm_vs_exact": summary(libsvm_error),
+    }
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def print_agreement(a: dict) -> None:
+    print(f"    agreement on {a['pixels']} libsvm pixels: same choice {a['same_choice']:.3f}, same or within 1% "
+          f"CV MSE {a['same_or_within_1pct']:.3f}; CV MSE rel. diff at all grid points median "
+          f"{a['cv_mse_rel_diff_all_points']['median']:.1e} max {a['cv_mse_rel_diff_all_points']['max']:.1e}; "
+          f"final predictions |batched - libsvm| median {a['final_pred_diff']['median']:.1e} max "
+          f"{a['final_pred_diff']['max']:.1e} (libsvm vs exact SVR: median {a['libsvm_vs_exact']['median']:.1e} "
+          f"max {a['libsvm_vs_exact']['max']:.1e})", flush=True)
+
+
+def bench_grid(grid: str, labels, flux, ivar, ref_pixels: np.ndarray, pixels: np.ndarray, tight: bool) -> dict:
+    n_points = len(resolve_grid(grid, 4))
+    warm_up(labels, flux, ivar, grid)
+    reference, t_ref = timed_fit(labels, flux[:, ref_pixels], ivar[:, ref_pixels], grid=grid, backend="libsvm",
+                                 n_jobs=2, chunk_size=max(1, ref_pixels.size // 2))
+    ref_per_pixel = t_ref / ref_pixels.size
+    print(f"  libsvm: {t_ref:.0f} s for {ref_pixels.size} pixels = {ref_per_pixel:.2f} s per pixel (2 workers)", flush=True)
+    out = {"grid": grid, "grid_points": n_points, "libsvm_s_per_pixel": ref_per_pixel,
+           "libsvm_production_s": ref_per_pixel * PRODUCTION_PIXELS, "libsvm_boss_s": ref_per_pixel * BOSS_PIXELS}
+    half = pixels[: pixels.size // 2]
+    for cv_tol in (None, 1e-3) if tight else (None,):
+        label = "default cv_tol (1e-2)" if cv_tol is None else f"cv_tol {cv_tol:g}"
+        sizes = (half, pixels) if cv_tol is None else (pixels,)
+        times = {}
+        for chosen in sizes:
+            trainer, seconds = timed_fit(labels, flux[:, chosen], ivar[:, chosen], grid=grid, backend="batched",
+                                         cv_tol=cv_tol)
+            times[chosen.size] = seconds
+            print(f"  batched, {label}: {seconds:.0f} s for {chosen.size} pixels", flush=True)
+        if len(times) == 2:
+            (n1, t1), (n2, t2) = sorted(times.items())
+            per_pixel = max((t2 - t1) / (n2 - n1), 1e-9)
+            fixed = max(t2 - per_pixel * n2, 0.0)
+        else:
+            fixed = out["batched_default"]["fixed_s"]
+            per_pixel = max(times[pixels.size] - fixed, 0.0) / pixels.size
+        production = fixed + per_pixel * PRODUCTION_PIXELS
+        boss = fixed + per_pixel * BOSS_PIXELS
+        key = "batched_default" if cv_tol is None else "batched_cv_tol_1e-3"
+        agree = agreement(reference, trainer, np.searchsorted(pixels, ref_pixels), flux[:, ref_pixels],
+                          ivar[:, ref_pixels])
+        out[key] = {"fixed_s": fixed, "s_per_pixel": per_pixel, "production_s": production, "boss_s": boss,
+                    "speedup": out["libsvm_production_s"] / production, "agreement": agree}
+        print(f"    -> {fmt_time(production)} for {PRODUCTION_PIXELS} pixels, {fmt_time(boss)} for {BOSS_PIXELS} "
+              f"(fixed {fixed:.0f} s + {per_pixel:.3f} s per pixel); speed-up {out[key]['speedup']:.1f}x", flush=True)
+        print_agreement(agree)
+    return out
+
+
+def scaling(labels, flux, ivar, rng) -> dict:
+    """Batched wall time against pixels, training stars and grid size."""
+    trainable = np.flatnonzero((ivar > 0).sum(axis=0) >= 0.9 * len(labels))
+    out = {"pixels": {}, "stars": {}, "grid": {}}
+    for n_pix in (64, 128, 256, 512):
+        chosen = np.sort(rng.choice(trainable, n_pix, replace=False))
+        out["pixels"][n_pix] = timed_fit(labels, flux[:, chosen], ivar[:, chosen], grid="fast", backend="batched")[1]
+        print(f"  fast grid, {n_pix} pixels: {out['pixels'][n_pix]:.1f} s", flush=True)
+    chosen = np.sort(rng.choice(trainable, 128, replace=False))
+    for n_star in (300, 500, 870):
+        stars = np.sort(rng.choice(len(labels), n_star, replace=False))
+        out["stars"][n_star] = timed_fit(labels[stars], flux[np.ix_(stars, chosen)], ivar[np.ix_(stars, chosen)],
+                                         grid="fast", backend="batched")[1]
+        print(f"  fast grid, 128 pixels, {n_star} stars: {out['stars'][n_star]:.1f} s", flush=True)
+    grids = {
+        "1 point": {"C": [1.0], "epsilon": [0.1], "gamma": [0.25]},
+        "fast (8)": "fast",
+        "paper C x 1 eps x 1 gamma (11)": {"C": [2.0**k for k in range(-5, 6)], "epsilon": [0.1], "gamma": [0.25]},
+        "paper C x eps x 1 gamma (44)": {"C": [2.0**k for k in range(-5, 6)], "epsilon": [0.01, 0.05, 0.1, 0.15],
+                                         "gamma": [0.25]},
+    }
+    for name, grid in grids.items():
+        out["grid"][name] = timed_fit(labels, flux[:, chosen], ivar[:, chosen], grid=grid, backend="batched")[1]
+        print(f"  128 pixels, grid {name}: {out['grid'][name]:.1f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grids", default="fast,paper")
+    parser.add_argument("--ref-pixels", type=int, default=16, help="pixels trained with libsvm (both grids)")
+    parser.add_argument("--paper-ref-pixels", type=int, default=8, help="libsvm pixels for the paper grid")
+    parser.add_argument("--pixels", type=int, default=256, help="pixels trained with the batched backend")
+    parser.add_argument("--tight-grids", default="fast",
+                        help="grids on which cv_tol 1e-3 (float64 CV solves) is timed too (default: %(default)s)")
+    parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--cache", type=Path, default=Path("build/bench-train870.npz"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    labels, flux, ivar = training_set(args.cache)
+    rng = np.random.default_rng(args.seed)
+    trainable = np.flatnonzero((ivar > 0).sum(axis=0) >= 10)
+    pixels = rng.choice(trainable, args.pixels, replace=False)
+    results = {"training_set": {"stars": int(len(labels)), "pixels": int(flux.shape[1])}, "grids": {}}
+    for grid in args.grids.split(","):
+        n_ref = args.paper_ref_pixels if grid == "paper" else args.ref_pixels
+        ref = np.sort(pixels[:n_ref])
+        ordered = np.sort(pixels)
+        print(f"\n== grid {grid} ({len(resolve_grid(grid, 4))} points), 870 stars, 10 folds", flush=True)
+        results["grids"][grid] = bench_grid(grid, labels, flux, ivar, ref, ordered,
+                                            tight=grid in args.tight_grids.split(","))
+    if not args.no_scaling:
+        print("\n== scaling of the batched backend", flush=True)
+        results["scaling"] = scaling(labels, flux, ivar, rng)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_train_batched.json").write_text(json.dumps(results, indent=1))
+
+    print("\nSummary (wall time on this machine, 2 cores; extrapolated linearly in pixels)")
+    print(f"{'grid':>6} {'backend':>26} {'1739 px':>10} {'4648 px':>10} {'speed-up':>9} {'same choice':>12} "
+          f"{'<=1% MSE':>9} {'max dMSE':>9} {'max dpred':>10} {'libsvm err':>10}")
+    for grid, r in results["grids"].items():
+        print(f"{grid:>6} {'libsvm (reference)':>26} {fmt_time(r['libsvm_production_s']):>10} "
+              f"{fmt_time(r['libsvm_boss_s']):>10} {'1':>9}")
+        for key, name in (("batched_default", "batched, cv_tol 1e-2"), ("batched_cv_tol_1e-3", "batched, cv_tol 1e-3")):
+            if key not in r:
+                continue
+            b = r[key]
+            a = b["agreement"]
+            print(f"{grid:>6} {name:>26} {fmt_time(b['production_s']):>10} {fmt_time(b['boss_s']):>10} "
+                  f"{b['speedup']:>8.1f}x {a['same_choice']:>12.3f} {a['same_or_within_1pct']:>9.3f} "
+                  f"{a['cv_mse_rel_diff_all_points']['max']:>9.1e} {a['final_pred_diff']['max']:>10.1e} "
+                  f"{a['libsvm_vs_exact']['max']:>10.1e}")
+
+
+if __name__ == "__main__":
+    main()
