@@ -55,16 +55,22 @@ def test_fit_refuses_a_prepared_file_on_another_grid(tmp_path: Path, sdss_files)
     assert main(["fit", str(prepared), "-o", str(tmp_path / "c.fits")]) == 2
 
 
+def _prepared_mock(tmp_path: Path, n: int, seed: int, window: tuple[str, str]) -> tuple[Path, Path]:
+    """A mock survey written as files and prepared through the CLI: (prepared file, label table)."""
+    folder = tmp_path / "mock"
+    assert main(["mock", "--n", str(n), "--seed", str(seed), "--snr", "30", "80", "-o", str(folder)]) == 0
+    prepared = tmp_path / "train.fits"
+    files = [str(p) for p in sorted(folder.glob("spec-*.fits"))]
+    assert main(["prepare", *files, "-o", str(prepared), "--window", *window]) == 0
+    return prepared, folder / "labels.csv"
+
+
 def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
     from bayesslam.modelfile import load_model
 
-    folder = tmp_path / "mock"
-    assert main(["mock", "--n", "24", "--seed", "5", "--snr", "30", "80", "-o", str(folder)]) == 0
-    prepared = tmp_path / "train.fits"
-    files = [str(p) for p in sorted(folder.glob("spec-*.fits"))]
-    assert main(["prepare", *files, "-o", str(prepared), "--window", "8100", "8250"]) == 0
+    prepared, labels = _prepared_mock(tmp_path, 24, 5, ("8100", "8250"))
     model = tmp_path / "model.npz"
-    args = ["train", str(prepared), "--labels", str(folder / "labels.csv"), "-o", str(model), "--folds", "3"]
+    args = ["train", str(prepared), "--labels", str(labels), "-o", str(model), "--folds", "3"]
     checkpoint = model.with_suffix(".checkpoint")
     checkpoint.mkdir()
     assert main(args) == 2  # an existing checkpoint needs --resume
@@ -77,12 +83,8 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
 def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
     from bayesslam.modelfile import load_model
 
-    folder = tmp_path / "mock"
-    assert main(["mock", "--n", "30", "--seed", "6", "--snr", "30", "80", "-o", str(folder)]) == 0
-    prepared = tmp_path / "train.fits"
-    files = [str(p) for p in sorted(folder.glob("spec-*.fits"))]
-    assert main(["prepare", *files, "-o", str(prepared), "--window", "8100", "8200"]) == 0
-    common = ["train", str(prepared), "--labels", str(folder / "labels.csv"), "--folds", "3"]
+    prepared, labels = _prepared_mock(tmp_path, 30, 6, ("8100", "8200"))
+    common = ["train", str(prepared), "--labels", str(labels), "--folds", "3"]
     models = {}
     for backend in ("libsvm", "batched"):
         path = tmp_path / f"{backend}.npz"
