@@ -159,7 +159,9 @@ class MapResult:
         return MapResult(label_names=first.label_names, **fields)
 
 
+@jax.jit
 def _weights(ivar: Array, model_variance: Array) -> Array:
+    """Likelihood weights ``1 / (1/ivar + s_j^2)``, 0 where a pixel does not enter (one compiled kernel)."""
     return jnp.where(usable(ivar, model_variance), 1.0 / pixel_variance(ivar, model_variance), 0.0)
 
 
