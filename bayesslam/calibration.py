@@ -148,11 +148,16 @@ def coverage(errors: np.ndarray, sigma: np.ndarray, level: float = ONE_SIGMA) ->
         return inside.sum(axis=0) / finite.sum(axis=0)
 
 
+def _in_central(pit: np.ndarray, level: float) -> np.ndarray:
+    """True where a PIT value lies inside the central ``level`` interval (NaN: False)."""
+    return np.abs(pit - 0.5) <= level / 2.0
+
+
 def pit_coverage(pit: np.ndarray, level: float = ONE_SIGMA) -> np.ndarray:
     """Fraction of finite PIT values inside the central ``level`` interval, over the first axis."""
     pit = np.asarray(pit, dtype=float)
     finite = np.isfinite(pit)
-    inside = (np.abs(pit - 0.5) <= level / 2.0) & finite
+    inside = _in_central(pit, level) & finite
     with np.errstate(invalid="ignore", divide="ignore"):
         return inside.sum(axis=0) / finite.sum(axis=0)
 
@@ -292,7 +297,7 @@ def _loss(inside: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
 
 
 def _inside(pit: np.ndarray) -> list[np.ndarray]:
-    return [(np.abs(pit - 0.5) <= level / 2.0).astype(float) for level in LEVELS]
+    return [_in_central(pit, level).astype(float) for level in LEVELS]
 
 
 def _fit_one(pit_of: Callable[[np.ndarray, np.ndarray], np.ndarray], width: np.ndarray, typical_error: float,
