@@ -146,7 +146,8 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.sampler == "nuts":
         posterior = sample_nuts(emulator, batch.flux, batch.ivar, rng_key=jax.random.key(args.seed),
                                 num_warmup=args.warmup, num_samples=args.draws, num_chains=args.chains,
-                                init_labels=result.labels, identifiers=batch.identifiers, progress=args.progress)
+                                init_labels=result.labels, init_sigma=result.sigma, identifiers=batch.identifiers,
+                                progress=args.progress)
     else:
         posterior = sample_emcee(emulator, batch.flux, batch.ivar, seed=args.seed, n_steps=args.warmup + args.draws,
                                  n_burn=args.warmup, init_labels=result.labels, identifiers=batch.identifiers,

@@ -116,6 +116,20 @@ def test_nuts_and_emcee_agree_on_a_mock_star(emulator, test_set):
         assert b["sd"][0, k] == pytest.approx(a["sd"][0, k], rel=0.1)
 
 
+@pytest.mark.slow
+def test_float32_and_float64_emulators_give_the_same_posterior(emulator, test_set):
+    """NUTS's default float32 emulator: the same posterior as float64, to Monte Carlo error."""
+    flux, ivar, _, snr = test_set
+    stars = np.argsort(np.abs(snr - 20))[:2]
+    posts = [sample_nuts(emulator, flux[stars], ivar[stars], rng_key=jax.random.key(seed), num_warmup=500,
+                         num_samples=1000, num_chains=4, emulator_dtype=dtype, progress=False)
+             for seed, dtype in ((1, "float32"), (2, "float64"))]
+    a, b = posts[0].summary, posts[1].summary
+    se = a["sd"] / np.sqrt(np.minimum(a["ess_bulk"], b["ess_bulk"]))  # standard error of one mean
+    assert np.all(np.abs(a["mean"] - b["mean"]) < 4 * np.sqrt(2) * se)
+    np.testing.assert_allclose(a["sd"], b["sd"], rtol=0.12)
+
+
 @pytest.fixture(scope="module")
 def calibration_sets():
     """An error-calibration set and an independent check set (400 stars each, SNR 5-60)."""

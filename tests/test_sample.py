@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 from toymodel import make_toy_model, simulate
 
-from bayesslam.errors import SpectrumValidationError
+from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.sample import sample_emcee, sample_nuts
 
 jax.config.update("jax_enable_x64", True)
@@ -97,3 +97,6 @@ def test_bad_input_is_refused(toy):
         sample_nuts(toy, np.ones((1, 5)), np.ones((1, 5)), rng_key=jax.random.key(0), progress=False)
     with pytest.raises(SpectrumValidationError, match="no unmasked pixel"):
         sample_emcee(toy, np.ones((1, 300)), np.zeros((1, 300)), seed=0, progress=False)
+    with pytest.raises(BayesSlamError, match="emulator_dtype"):
+        sample_nuts(toy, np.ones((1, 300)), np.ones((1, 300)), rng_key=jax.random.key(0), emulator_dtype="float16",
+                    progress=False)
