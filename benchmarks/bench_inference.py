@@ -2,7 +2,7 @@
 
 One command prints the table and writes the figures::
 
-    python benchmarks/bench_inference.py [--n-map 10000] [--n-baseline 3] [--n-nuts 16] [--out benchmarks/out]
+    python benchmarks/bench_inference.py [--n-map 10000] [--n-baseline 3] [--n-nuts 256] [--out benchmarks/out]
     python benchmarks/bench_inference.py --only map     # the MAP rows only
 
 * MAP: stars per second of :func:`bayesslam.fit.fit_map` (float64) on mock
@@ -10,9 +10,13 @@ One command prints the table and writes the figures::
   astroslam way, one scikit-learn ``SVR.predict`` per pixel inside
   ``scipy.optimize.least_squares`` (the per-pixel SVRs are refitted at the
   model's chosen hyperparameters, which gives the same functions).
-* NUTS: seconds per star for 1000 warm-up + 1000 draws with 1 and 4 chains,
-  vectorized batches (bayesslam's default) and the plain ``numpyro.infer.MCMC``
-  loop for comparison; emcee seconds per star (32 walkers, 2000 steps).
+* NUTS: seconds per star and chain for 1000 warm-up + 1000 draws, ``--n-nuts``
+  star-chains with 1 chain per star and with 4 (bayesslam's lane-scheduled
+  NUTS, 64 lanes, float32 emulator; wall time including compilation), against
+  two baselines measured in the same run: NumPyro's NUTS kernel vmapped over 8
+  stars in lock-step (bayesslam's previous runner, float64, compilation
+  excluded) and a plain ``numpyro.infer.MCMC`` loop over stars; emcee seconds
+  per star (32 walkers, 2000 steps).
 * Figures: a corner plot and a data-vs-model spectrum of the real SDSS M dwarf
   ``tests/data/spec-1079-52621-0509.fits``.
 """
@@ -105,6 +109,35 @@ def time_mcmc_plain(model, flux, ivar, start, n_star):
     return (time.perf_counter() - t) / n_star
 
 
+def time_lockstep_nuts(model, flux, ivar, start, n_star: int) -> float:
+    """Seconds per star of NumPyro's NUTS kernel vmapped over ``n_star`` stars (a second batch: no compile)."""
+    from numpyro.distributions.transforms import biject_to
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import potential_energy
+
+    prior = default_prior(model.emulator)
+    bound = functools.partial(slam_model, model.emulator, prior=prior)
+    init_kernel, sample_kernel = hmc(
+        potential_fn_gen=lambda f, w: (lambda z: potential_energy(bound, (w[None], f[None]), {}, z)), algo="NUTS"
+    )
+
+    def run_one(key, z0, f, w):
+        state = init_kernel(z0, 1000, model_args=(f, w), rng_key=key)
+        step = lambda state, _: (sample_kernel(state, model_args=(f, w)),) * 2  # noqa: E731
+        return jax.lax.scan(step, state, None, length=2000)[1].z
+
+    runner = jax.jit(jax.vmap(run_one))
+    seconds = 0.0
+    for batch in (slice(0, n_star), slice(n_star, 2 * n_star)):
+        z0 = {name: biject_to(prior.marginals[k].support).inv(jnp.asarray(start[batch, k : k + 1]))
+              for k, name in enumerate(prior.names)}
+        keys = jax.random.split(jax.random.key(batch.start), n_star)
+        t = time.perf_counter()
+        jax.block_until_ready(runner(keys, z0, jnp.asarray(flux[batch]), jnp.asarray(ivar[batch])))
+        seconds = time.perf_counter() - t
+    return seconds / n_star
+
+
 def figures(model, out: Path) -> None:
     import arviz as az
     import matplotlib
@@ -151,7 +184,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--n-map", type=int, default=10000)
     parser.add_argument("--n-baseline", type=int, default=3)
-    parser.add_argument("--n-nuts", type=int, default=16)
+    parser.add_argument("--n-nuts", type=int, default=256, help="star-chains per NUTS row")
+    parser.add_argument("--n-lockstep", type=int, default=8, help="stars of the lock-step NUTS baseline")
     parser.add_argument("--n-emcee", type=int, default=2)
     parser.add_argument("--n-plain", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
@@ -186,17 +220,20 @@ def main() -> None:
     if args.only == "map":
         return
 
-    n = args.n_nuts
+    runs = args.n_nuts
     for chains in (1, 4):
-        sample_nuts(emulator, spectra.flux[:n], spectra.ivar[:n], rng_key=jax.random.key(0), num_chains=chains,
-                    init_labels=result.labels[:n], progress=False)  # compile
+        n = runs // chains
         t = time.perf_counter()
-        sample_nuts(emulator, spectra.flux[:n], spectra.ivar[:n], rng_key=jax.random.key(1), num_chains=chains,
-                    init_labels=result.labels[:n], progress=False)
-        per = (time.perf_counter() - t) / n
-        rows.append((f"NUTS vectorized, {chains} chain(s)", f"{per:.2f} s/star", f"{per / chains:.2f} s per star and chain; 1000+1000"))
+        sample_nuts(emulator, spectra.flux[:n], spectra.ivar[:n], rng_key=jax.random.key(chains), num_chains=chains,
+                    batch_size=64, init_labels=result.labels[:n], progress=False)
+        per = (time.perf_counter() - t) / (n * chains)
+        rows.append((f"NUTS lane-scheduled, {chains} chain(s)", f"{per:.2f} s/star-chain",
+                     f"{n} stars x {chains}; 1000+1000; incl. compilation"))
+    lockstep = time_lockstep_nuts(model, spectra.flux, spectra.ivar, result.labels, args.n_lockstep)
+    rows.append(("NUTS vmapped lock-step (previous)", f"{lockstep:.2f} s/star-chain",
+                 f"{args.n_lockstep} stars, float64; ratio {lockstep / per:.1f}x (4-chain row)"))
     plain = time_mcmc_plain(model, spectra.flux, spectra.ivar, result.labels, args.n_plain)
-    rows.append(("NUTS plain numpyro MCMC loop, 1 chain", f"{plain:.2f} s/star", "baseline for the vectorized runner"))
+    rows.append(("NUTS plain numpyro MCMC loop, 1 chain", f"{plain:.2f} s/star", f"ratio {plain / per:.1f}x"))
     t = time.perf_counter()
     sample_emcee(emulator, spectra.flux[: args.n_emcee], spectra.ivar[: args.n_emcee], seed=0, n_steps=2000,
                  n_burn=1000, init_labels=result.labels[: args.n_emcee], progress=False)
