@@ -107,8 +107,12 @@ class _Lane(NamedTuple):
     key: jax.Array
 
 
-def _where(cond: jax.Array, new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(cond, a, b), new, old)
+def _where(mask: jax.Array, new: Any, old: Any) -> Any:
+    """``where`` over two pytrees; ``mask`` indexes the leading axes of every leaf (a scalar: all of it)."""
+    def pick(a, b):
+        return jnp.where(jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(a) - mask.ndim)), a, b)
+
+    return jax.tree.map(pick, new, old)
 
 
 def _fresh_tree(z, r, grad, pe, energy):
@@ -237,11 +241,13 @@ def build_nuts_runner(
     def runner(keys, z0, inverse_mass, data, n_valid, on_done):
         n_run, dim = z0.shape
         pe0, grad0, adapt0, keys = jax.vmap(init_run)(keys, z0, inverse_mass, data)
-        lanes_idx = jnp.arange(n_lanes) % n_run
-        lanes = jax.vmap(new_lane)(
-            lanes_idx, jnp.arange(n_lanes) < n_valid, z0[lanes_idx], pe0[lanes_idx], grad0[lanes_idx],
-            jax.tree.map(lambda a: a[lanes_idx], adapt0), keys[lanes_idx],
-        )
+
+        def start_lanes(runs, active):
+            """Lanes at the first iteration of ``runs``."""
+            return jax.vmap(new_lane)(runs, active, z0[runs], pe0[runs], grad0[runs],
+                                      jax.tree.map(lambda a: a[runs], adapt0), keys[runs])
+
+        lanes = start_lanes(jnp.arange(n_lanes) % n_run, jnp.arange(n_lanes) < n_valid)
         out = (
             jnp.zeros((n_run, num_samples, dim)),
             jnp.zeros((n_run, num_samples), bool),
@@ -268,12 +274,8 @@ def build_nuts_runner(
             order = jnp.cumsum(finished) - 1
             new_run = next_run + order
             refill = finished & (new_run < n_valid)
-            src = jnp.where(refill, new_run, lanes.run)
-            fresh = jax.vmap(new_lane)(
-                src, jnp.ones(n_lanes, bool), z0[src], pe0[src], grad0[src],
-                jax.tree.map(lambda a: a[src], adapt0), keys[src],
-            )
-            lanes = _where_lanes(refill, fresh, lanes)
+            fresh = start_lanes(jnp.where(refill, new_run, lanes.run), jnp.ones(n_lanes, bool))
+            lanes = _where(refill, fresh, lanes)
             lanes = lanes._replace(active=jnp.where(finished & ~refill, False, lanes.active))
             n_finished = jnp.sum(finished)
             jax.lax.cond(n_finished > 0, lambda n: jax.debug.callback(on_done, n), lambda n: None, n_finished)
@@ -283,9 +285,6 @@ def build_nuts_runner(
         start = (lanes, jnp.minimum(n_lanes, n_valid), out, jnp.zeros((), jnp.result_type(int)))
         _, _, out, n_step = jax.lax.while_loop(lambda s: jnp.any(s[0].active), body, start)
         return out, n_step
-
-    def _where_lanes(mask, new, old):
-        return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
     progress: list[Callable[[int], None]] = [lambda n: None]
     compiled = jax.jit(lambda *a: runner(*a, lambda n: progress[0](int(n))))

@@ -122,9 +122,12 @@ def time_lockstep_nuts(model, flux, ivar, start, n_star: int) -> float:
     )
 
     def run_one(key, z0, f, w):
+        def step(state, _):
+            state = sample_kernel(state, model_args=(f, w))
+            return state, state.z
+
         state = init_kernel(z0, 1000, model_args=(f, w), rng_key=key)
-        step = lambda state, _: (sample_kernel(state, model_args=(f, w)),) * 2  # noqa: E731
-        return jax.lax.scan(step, state, None, length=2000)[1].z
+        return jax.lax.scan(step, state, None, length=2000)[1]
 
     runner = jax.jit(jax.vmap(run_one))
     seconds = 0.0
