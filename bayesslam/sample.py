@@ -137,8 +137,15 @@ def _initial_labels(model, prior: LabelPrior, flux, ivar, init_labels,
                     init_sigma=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Starting labels and their scale (the MAP's Laplace sigmas unless labels are given)."""
     if init_labels is not None:
+        expected = (flux.shape[0], len(prior.names))
+        labels = np.atleast_2d(np.asarray(init_labels, dtype=float))
         sigma = None if init_sigma is None else np.atleast_2d(np.asarray(init_sigma, dtype=float))
-        return np.atleast_2d(np.asarray(init_labels, dtype=float)), sigma
+        for name, value in (("init_labels", labels), ("init_sigma", sigma)):
+            if value is not None and value.shape != expected:
+                raise SamplingError(f"{name} has shape {value.shape}; expected (n_star, n_label) = {expected}.")
+        if not np.all(np.isfinite(labels)):
+            raise SamplingError("init_labels contain NaN or inf; give finite starting labels or omit them (MAP).")
+        return labels, sigma
     fit = fit_map(model, flux, ivar, prior=prior)
     return fit.labels, fit.sigma
 

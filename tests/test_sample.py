@@ -13,7 +13,7 @@ from scipy import stats
 from toymodel import make_toy_model, simulate
 
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
-from bayesslam.sample import sample_emcee, sample_nuts
+from bayesslam.sample import SamplingError, sample_emcee, sample_nuts
 
 jax.config.update("jax_enable_x64", True)
 
@@ -97,6 +97,14 @@ def test_bad_input_is_refused(toy):
         sample_nuts(toy, np.ones((1, 5)), np.ones((1, 5)), rng_key=jax.random.key(0), progress=False)
     with pytest.raises(SpectrumValidationError, match="no unmasked pixel"):
         sample_emcee(toy, np.ones((1, 300)), np.zeros((1, 300)), seed=0, progress=False)
+    flux, ivar = np.ones((2, 300)), np.ones((2, 300))
+    with pytest.raises(SamplingError, match="init_labels has shape"):
+        sample_nuts(toy, flux, ivar, rng_key=jax.random.key(0), init_labels=np.zeros((1, 4)), progress=False)
+    with pytest.raises(SamplingError, match="init_sigma has shape"):
+        sample_nuts(toy, flux, ivar, rng_key=jax.random.key(0), init_labels=np.zeros((2, 4)),
+                    init_sigma=np.ones((2, 3)), progress=False)
+    with pytest.raises(SamplingError, match="NaN"):
+        sample_nuts(toy, flux, ivar, rng_key=jax.random.key(0), init_labels=np.full((2, 4), np.nan), progress=False)
     with pytest.raises(BayesSlamError, match="emulator_dtype"):
         sample_nuts(toy, np.ones((1, 300)), np.ones((1, 300)), rng_key=jax.random.key(0), emulator_dtype="float16",
                     progress=False)
