@@ -469,8 +469,11 @@ def squared_distances(train_x: Array, z: Array) -> jax.Array:
     -------
     jax.Array, shape (..., n_train)
     """
-    diff = z[..., None, :] - train_x
-    return jnp.sum(diff * diff, axis=-1)
+    total = jnp.zeros(z.shape[:-1] + train_x.shape[:1], jnp.result_type(train_x, z))
+    for k in range(train_x.shape[-1]):  # one label at a time: every array is contiguous along the training stars
+        diff = z[..., k, None] - train_x[:, k]
+        total = total + diff * diff
+    return total
 
 
 def flux_grouped(emulator: Emulator, labels: Array) -> jax.Array:
