@@ -15,7 +15,9 @@ recording the draw) and starts its next trajectory at the next step, without
 waiting for the others. A lane that finishes its run takes the next run
 from a queue. The batched gradient is therefore (nearly) never wasted, and
 it is still one matrix product over all lanes, which is what makes the
-emulator cheap per star.
+emulator cheap per star. When the queue is empty and lanes go idle, the
+gradient runs on the smallest of a few batch sizes (halvings of the number
+of lanes) that holds the lanes still busy, so the tail of a call costs less.
 
 The algorithm is NumPyro's iterative NUTS (multinomial sampling, generalized
 no-U-turn criterion with the sub-tree checks of the iterative builder,
@@ -50,11 +52,10 @@ from numpyro.infer.hmc_util import (
     _leaf_idx_to_ckpt_idxs,
     euclidean_kinetic_energy,
     find_reasonable_step_size,
-    velocity_verlet,
     warmup_adapter,
 )
 
-__all__ = ["MAX_DELTA_ENERGY", "NutsDraws", "build_nuts_runner"]
+__all__ = ["MAX_DELTA_ENERGY", "NutsDraws", "bucket_sizes", "build_nuts_runner"]
 
 #: Energy error beyond which a trajectory counts as divergent (NumPyro's default).
 MAX_DELTA_ENERGY = 1000.0
@@ -79,6 +80,9 @@ class NutsDraws(NamedTuple):
     n_lockstep : int
         Loop iterations of the batch (each one batched leapfrog step); the
         efficiency is ``num_steps.sum() / (n_lockstep * n_lanes)``.
+    gradient_batches : dict of int to int
+        Loop iterations per size of the batched gradient (it shrinks as
+        lanes go idle in the tail of a call).
     """
 
     z: np.ndarray
@@ -87,6 +91,7 @@ class NutsDraws(NamedTuple):
     step_size: np.ndarray
     inverse_mass_matrix: np.ndarray
     n_lockstep: int
+    gradient_batches: dict[int, int]
 
 
 class _Lane(NamedTuple):
@@ -105,6 +110,26 @@ class _Lane(NamedTuple):
     r_sum_ckpts: jax.Array
     fresh: jax.Array  # start a new trajectory at the next step
     key: jax.Array
+
+
+class _Drift(NamedTuple):
+    """What the first half of a leapfrog step hands to the second (around the batched gradient)."""
+
+    r0: jax.Array  # momentum drawn for a new trajectory
+    z_new: jax.Array  # position after the drift
+    r_half: jax.Array  # momentum after the first half kick
+    step: jax.Array  # signed step size
+    k_sub: jax.Array
+    k_tree: jax.Array
+    k_dir2: jax.Array
+
+
+def bucket_sizes(n_lanes: int, n_buckets: int = 5) -> tuple[int, ...]:
+    """Batch sizes the gradient may shrink to as lanes go idle: ``n_lanes``, then halvings (at least 1)."""
+    sizes = [n_lanes]
+    while len(sizes) < n_buckets and sizes[-1] > 1:
+        sizes.append(max(1, sizes[-1] // 2))
+    return tuple(sizes)
 
 
 def _where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -182,8 +207,8 @@ def build_nuts_runner(
         return _Lane(run, active, jnp.zeros((), jnp.result_type(int)), z0, pe, grad, adapt, tree, tree,
                      pe, jnp.array(True), zeros, zeros, jnp.array(True), key)
 
-    def advance(lane: _Lane, data):
-        """One leapfrog step of one lane, and whatever transition it completes."""
+    def begin_step(lane: _Lane):
+        """First half of one lane's leapfrog step: a new trajectory if due, and the drift to the new position."""
         key, k_mom, k_dir, k_sub, k_tree, k_dir2 = jax.random.split(lane.key, 6)
         adapt = lane.adapt
         imm = adapt.inverse_mass_matrix
@@ -198,13 +223,29 @@ def build_nuts_runner(
         zeros = jnp.zeros_like(lane.r_ckpts)
         r_ckpts = jnp.where(lane.fresh, zeros, lane.r_ckpts)
         r_sum_ckpts = jnp.where(lane.fresh, zeros, lane.r_sum_ckpts)
+        lane = lane._replace(tree=tree, sub=sub, energy0=energy0, going_right=going_right, r_ckpts=r_ckpts,
+                             r_sum_ckpts=r_sum_ckpts, key=key)
+        # velocity Verlet up to the gradient at the new position (NumPyro's velocity_verlet)
+        z, r, z_grad = _get_leaf(sub, going_right)
+        step = jnp.where(going_right, adapt.step_size, -adapt.step_size)
+        r_half = r - 0.5 * step * z_grad
+        z_new = z + step * jax.grad(kinetic, argnums=1)(imm, r_half)
+        return lane, _Drift(r0, z_new, r_half, step, k_sub, k_tree, k_dir2)
+
+    def end_step(lane: _Lane, drift: _Drift, pe: jax.Array, z_grad: jax.Array):
+        """Second half: the kick with the new gradient, the tree bookkeeping and whatever transition completes."""
+        adapt = lane.adapt
+        imm = adapt.inverse_mass_matrix
+        tree, sub, going_right = lane.tree, lane.sub, lane.going_right
+        r_ckpts, r_sum_ckpts = lane.r_ckpts, lane.r_sum_ckpts
+        zeros = jnp.zeros_like(r_ckpts)
+        landed = IntegratorState(drift.z_new, drift.r_half - 0.5 * drift.step * z_grad, pe, z_grad)
 
         # one leaf of the current sub-tree (NumPyro's _iterative_build_subtree body)
-        _, vv_update = velocity_verlet(lambda z: potential(z, data), kinetic)
-        z, r, z_grad = _get_leaf(sub, going_right)
-        leaf = _build_basetree(vv_update, kinetic, z, r, z_grad, imm, adapt.step_size, going_right, energy0,
-                               MAX_DELTA_ENERGY)
-        combined = _combine_tree(sub, leaf, imm, going_right, k_sub, False)
+        z, r, leaf_grad = _get_leaf(sub, going_right)
+        leaf = _build_basetree(lambda *_: landed, kinetic, z, r, leaf_grad, imm, adapt.step_size, going_right,
+                               lane.energy0, MAX_DELTA_ENERGY)
+        combined = _combine_tree(sub, leaf, imm, going_right, drift.k_sub, False)
         first = sub.num_proposals == 0
         new_sub = _where(first, leaf, combined)
         leaf_idx = sub.num_proposals
@@ -217,11 +258,11 @@ def build_nuts_runner(
 
         # a finished sub-tree doubles the trajectory (biased progressive sampling)
         finished_sub = new_sub._replace(depth=tree.depth, turning=sub_turning)
-        doubled = _combine_tree(tree, finished_sub, imm, going_right, k_tree, True)
+        doubled = _combine_tree(tree, finished_sub, imm, going_right, drift.k_tree, True)
         tree = _where(sub_done, doubled, tree)
         done = sub_done & ((tree.depth >= max_tree_depth) | tree.turning | tree.diverging)
         sub = _where(sub_done, tree._replace(num_proposals=jnp.zeros_like(tree.num_proposals)), new_sub)
-        going_right = jnp.where(sub_done, jax.random.bernoulli(k_dir2), going_right)
+        going_right = jnp.where(sub_done, jax.random.bernoulli(drift.k_dir2), going_right)
         r_ckpts = jnp.where(sub_done, zeros, r_ckpts)
         r_sum_ckpts = jnp.where(sub_done, zeros, r_sum_ckpts)
 
@@ -230,13 +271,35 @@ def build_nuts_runner(
         z_new = jnp.where(done, tree.z_proposal, lane.z)
         pe_new = jnp.where(done, tree.z_proposal_pe, lane.pe)
         grad_new = jnp.where(done, tree.z_proposal_grad, lane.grad)
-        adapted = wa_update(lane.it, accept_prob, IntegratorState(z_new, r0, pe_new, grad_new), adapt)
+        adapted = wa_update(lane.it, accept_prob, IntegratorState(z_new, drift.r0, pe_new, grad_new), adapt)
         adapt = _where(done & (lane.it < num_warmup), adapted, adapt)
         record = (done & lane.active, lane.it, z_new, tree.diverging, tree.num_proposals)
         it = lane.it + done.astype(lane.it.dtype)
-        lane = _Lane(lane.run, lane.active, it, z_new, pe_new, grad_new, adapt, tree, sub, energy0, going_right,
-                     r_ckpts, r_sum_ckpts, done, key)
+        lane = _Lane(lane.run, lane.active, it, z_new, pe_new, grad_new, adapt, tree, sub, lane.energy0,
+                     going_right, r_ckpts, r_sum_ckpts, done, lane.key)
         return lane, record
+
+    sizes = bucket_sizes(n_lanes)
+
+    def gradients(z, runs, active, data):
+        """Potential and gradient of the active lanes, computed on the smallest bucket of lanes that holds them.
+
+        Lanes go idle only when the queue is empty (the tail of a call);
+        there the batched gradient shrinks with them instead of costing a
+        full batch. Idle lanes get zeros (they record nothing).
+        """
+        order = jnp.argsort(~active, stable=True)  # active lanes first
+
+        def on_bucket(size):
+            def evaluate(z, runs, order):
+                lanes_in = order[:size]
+                pe, grad = jax.vmap(value_and_grad)(z[lanes_in], jax.tree.map(lambda a: a[runs[lanes_in]], data))
+                return (jnp.zeros((n_lanes,), pe.dtype).at[lanes_in].set(pe),
+                        jnp.zeros(z.shape, grad.dtype).at[lanes_in].set(grad))
+            return evaluate
+
+        branch = jnp.sum(jnp.asarray(sizes) >= jnp.sum(active)) - 1  # the smallest bucket that holds them
+        return jax.lax.switch(branch, [on_bucket(size) for size in sizes], z, runs, order), branch
 
     def runner(keys, z0, inverse_mass, data, n_valid, on_done):
         n_run, dim = z0.shape
@@ -258,8 +321,9 @@ def build_nuts_runner(
 
         def body(state):
             lanes, next_run, out, n_step = state
-            lane_data = jax.tree.map(lambda a: a[lanes.run], data)
-            lanes, (rec, it, z, div, steps) = jax.vmap(advance)(lanes, lane_data)
+            lanes, drift = jax.vmap(begin_step)(lanes)
+            (pe, z_grad), branch = gradients(drift.z_new, lanes.run, lanes.active, data)
+            lanes, (rec, it, z, div, steps) = jax.vmap(end_step)(lanes, drift, pe, z_grad)
             draws, diverging, num_steps, step_size, inverse_mass_out = out
             run = jnp.where(rec, lanes.run, n_run)  # n_run: dropped
             num_steps = num_steps.at[run, it].set(steps, mode="drop")
@@ -280,9 +344,9 @@ def build_nuts_runner(
             n_finished = jnp.sum(finished)
             jax.lax.cond(n_finished > 0, lambda n: jax.debug.callback(on_done, n), lambda n: None, n_finished)
             out = (draws, diverging, num_steps, step_size, inverse_mass_out)
-            return lanes, next_run + jnp.sum(refill), out, n_step + 1
+            return lanes, next_run + jnp.sum(refill), out, n_step.at[branch].add(1)
 
-        start = (lanes, jnp.minimum(n_lanes, n_valid), out, jnp.zeros((), jnp.result_type(int)))
+        start = (lanes, jnp.minimum(n_lanes, n_valid), out, jnp.zeros(len(sizes), jnp.result_type(int)))
         _, _, out, n_step = jax.lax.while_loop(lambda s: jnp.any(s[0].active), body, start)
         return out, n_step
 
@@ -296,7 +360,7 @@ def build_nuts_runner(
         finally:
             progress[0] = lambda n: None
         return NutsDraws(np.asarray(draws), np.asarray(diverging), np.asarray(num_steps), np.asarray(step_size),
-                         np.asarray(imm), int(n_step))
+                         np.asarray(imm), int(np.sum(n_step)), dict(zip(sizes, np.asarray(n_step).tolist())))
 
     return run
 

@@ -12,7 +12,7 @@ One command prints the table and writes the figures::
   model's chosen hyperparameters, which gives the same functions).
 * NUTS: seconds per star and chain for 1000 warm-up + 1000 draws, ``--n-nuts``
   star-chains with 1 chain per star and with 4 (bayesslam's lane-scheduled
-  NUTS, 64 lanes, float32 emulator; wall time including compilation), against
+  NUTS, 128 lanes, float32 emulator; wall time including compilation), against
   two baselines measured in the same run: NumPyro's NUTS kernel vmapped over 8
   stars in lock-step (bayesslam's previous runner, float64, compilation
   excluded) and a plain ``numpyro.infer.MCMC`` loop over stars; emcee seconds
@@ -228,7 +228,7 @@ def main() -> None:
         n = runs // chains
         t = time.perf_counter()
         sample_nuts(emulator, spectra.flux[:n], spectra.ivar[:n], rng_key=jax.random.key(chains), num_chains=chains,
-                    batch_size=64, init_labels=result.labels[:n], progress=False)
+                    init_labels=result.labels[:n], progress=False)
         per = (time.perf_counter() - t) / (n * chains)
         rows.append((f"NUTS lane-scheduled, {chains} chain(s)", f"{per:.2f} s/star-chain",
                      f"{n} stars x {chains}; 1000+1000; incl. compilation"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numpyro.infer import MCMC, NUTS
 
-from bayesslam.nuts import build_nuts_runner
+from bayesslam.nuts import bucket_sizes, build_nuts_runner
 
 SCALES = np.array([1.0, 0.05, 4.0])
 
@@ -80,6 +80,16 @@ def test_every_run_done_once_and_lanes_kept_busy(gaussian_draws):
     used = out.num_steps.sum() / (out.n_lockstep * 4)
     # vmapped NUTS in lock-step uses ~30-45% of its lanes on targets like these
     assert used > 0.85, used
+    # in the tail (queue empty) the gradient ran on fewer lanes than the batch
+    assert sum(out.gradient_batches.values()) == out.n_lockstep
+    assert 0 < out.gradient_batches[4] < out.n_lockstep
+    assert sum(out.gradient_batches[size] for size in (2, 1)) > 0
+
+
+def test_gradient_batch_sizes_halve_down_to_one():
+    assert bucket_sizes(128) == (128, 64, 32, 16, 8)
+    assert bucket_sizes(5) == (5, 2, 1)
+    assert bucket_sizes(1) == (1,)
 
 
 def test_a_run_does_not_depend_on_its_lane_mates_or_padding():
