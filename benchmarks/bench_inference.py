@@ -7,8 +7,8 @@ One command prints the table and writes the figures::
 
 * MAP: stars per second of :func:`bayesslam.fit.fit_map` (float64) on mock
   stars (a second pass over the same stars: compilation excluded), against a
-  baseline measured in the same run on a subsample: the astroslam way, one scikit-learn ``SVR.predict`` per pixel inside
-  ``scipy.optimize.least_squares`` (the per-pixel SVRs are refitted at the
+  baseline measured in the same run on a subsample: the astroslam way, one
+  scikit-learn ``SVR.predict`` per pixel inside ``scipy.optimize.least_squares`` (the per-pixel SVRs are refitted at the
   model's chosen hyperparameters, which gives the same functions).
 * NUTS: seconds per star and chain for 1000 warm-up + 1000 draws, ``--n-nuts``
   star-chains with 1 chain per star and with 4 (bayesslam's lane-scheduled
