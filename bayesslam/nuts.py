@@ -281,25 +281,28 @@ def build_nuts_runner(
 
     sizes = bucket_sizes(n_lanes)
 
-    def gradients(z, runs, active, data):
+    def gradients(z, active, lane_data):
         """Potential and gradient of the active lanes, computed on the smallest bucket of lanes that holds them.
 
         Lanes go idle only when the queue is empty (the tail of a call);
         there the batched gradient shrinks with them instead of costing a
-        full batch. Idle lanes get zeros (they record nothing).
+        full batch. Idle lanes get zeros in a smaller bucket (they record
+        nothing); the full batch takes every lane as it is, without gathers.
         """
         order = jnp.argsort(~active, stable=True)  # active lanes first
 
         def on_bucket(size):
-            def evaluate(z, runs, order):
+            def evaluate(z, order):
+                if size == n_lanes:
+                    return jax.vmap(value_and_grad)(z, lane_data)
                 lanes_in = order[:size]
-                pe, grad = jax.vmap(value_and_grad)(z[lanes_in], jax.tree.map(lambda a: a[runs[lanes_in]], data))
+                pe, grad = jax.vmap(value_and_grad)(z[lanes_in], jax.tree.map(lambda a: a[lanes_in], lane_data))
                 return (jnp.zeros((n_lanes,), pe.dtype).at[lanes_in].set(pe),
                         jnp.zeros(z.shape, grad.dtype).at[lanes_in].set(grad))
             return evaluate
 
         branch = jnp.sum(jnp.asarray(sizes) >= jnp.sum(active)) - 1  # the smallest bucket that holds them
-        return jax.lax.switch(branch, [on_bucket(size) for size in sizes], z, runs, order), branch
+        return jax.lax.switch(branch, [on_bucket(size) for size in sizes], z, order), branch
 
     def runner(keys, z0, inverse_mass, data, n_valid, on_done):
         n_run, dim = z0.shape
@@ -319,10 +322,20 @@ def build_nuts_runner(
             jnp.zeros((n_run, dim)),
         )
 
+        def take_next_runs(lanes, lane_data, next_run, finished):
+            """Lanes whose run is complete take the next runs of the queue (or go idle when it is empty)."""
+            new_run = next_run + jnp.cumsum(finished) - 1
+            refill = finished & (new_run < n_valid)
+            runs = jnp.where(refill, new_run, lanes.run)
+            lanes = _where(refill, start_lanes(runs, jnp.ones(n_lanes, bool)), lanes)
+            lane_data = _where(refill, jax.tree.map(lambda a: a[runs], data), lane_data)
+            lanes = lanes._replace(active=jnp.where(finished & ~refill, False, lanes.active))
+            return lanes, lane_data, next_run + jnp.sum(refill)
+
         def body(state):
-            lanes, next_run, out, n_step = state
+            lanes, lane_data, next_run, out, n_step = state
             lanes, drift = jax.vmap(begin_step)(lanes)
-            (pe, z_grad), branch = gradients(drift.z_new, lanes.run, lanes.active, data)
+            (pe, z_grad), branch = gradients(drift.z_new, lanes.active, lane_data)
             lanes, (rec, it, z, div, steps) = jax.vmap(end_step)(lanes, drift, pe, z_grad)
             draws, diverging, num_steps, step_size, inverse_mass_out = out
             run = jnp.where(rec, lanes.run, n_run)  # n_run: dropped
@@ -335,19 +348,18 @@ def build_nuts_runner(
             done_run = jnp.where(finished, lanes.run, n_run)
             step_size = step_size.at[done_run].set(lanes.adapt.step_size, mode="drop")
             inverse_mass_out = inverse_mass_out.at[done_run].set(lanes.adapt.inverse_mass_matrix, mode="drop")
-            order = jnp.cumsum(finished) - 1
-            new_run = next_run + order
-            refill = finished & (new_run < n_valid)
-            fresh = start_lanes(jnp.where(refill, new_run, lanes.run), jnp.ones(n_lanes, bool))
-            lanes = _where(refill, fresh, lanes)
-            lanes = lanes._replace(active=jnp.where(finished & ~refill, False, lanes.active))
             n_finished = jnp.sum(finished)
+            lanes, lane_data, next_run = jax.lax.cond(
+                n_finished > 0, take_next_runs, lambda lanes, lane_data, next_run, _: (lanes, lane_data, next_run),
+                lanes, lane_data, next_run, finished)
             jax.lax.cond(n_finished > 0, lambda n: jax.debug.callback(on_done, n), lambda n: None, n_finished)
             out = (draws, diverging, num_steps, step_size, inverse_mass_out)
-            return lanes, next_run + jnp.sum(refill), out, n_step.at[branch].add(1)
+            return lanes, lane_data, next_run, out, n_step.at[branch].add(1)
 
-        start = (lanes, jnp.minimum(n_lanes, n_valid), out, jnp.zeros(len(sizes), jnp.result_type(int)))
-        _, _, out, n_step = jax.lax.while_loop(lambda s: jnp.any(s[0].active), body, start)
+        first = jnp.arange(n_lanes) % n_run
+        start = (lanes, jax.tree.map(lambda a: a[first], data), jnp.minimum(n_lanes, n_valid), out,
+                 jnp.zeros(len(sizes), jnp.result_type(int)))
+        _, _, _, out, n_step = jax.lax.while_loop(lambda s: jnp.any(s[0].active), body, start)
         return out, n_step
 
     progress: list[Callable[[int], None]] = [lambda n: None]

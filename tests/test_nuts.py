@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -112,14 +113,16 @@ def test_curved_target_agrees_with_numpyro_nuts():
     runner = build_nuts_runner(banana, num_warmup=500, num_samples=2000, n_lanes=8)
     out = runner(jax.random.split(jax.random.key(5), n_run), jnp.zeros((n_run, 2)), jnp.ones((n_run, 2)),
                  jnp.zeros(n_run), n_run)
-    y = out.z[..., 1].reshape(-1)
-    n_eff = 0.2 * y.size  # the curved tail mixes slower than a Gaussian
-    assert abs(y.mean() - 0.5) < 4 * np.sqrt(0.75 / n_eff)
-    assert abs(y.var() - 0.75) < 0.1
+    # runs as arviz chains: the Monte Carlo standard errors include the disagreement between runs
+    # (now and then a run lingers in the banana's curved tail, and its draws are worth less)
+    y = np.asarray(out.z[..., 1], dtype=float)
+    assert abs(y.mean() - 0.5) < 4 * float(az.mcse(y, method="mean"))
+    assert abs(y.std() - np.sqrt(0.75)) < 4 * float(az.mcse(y, method="sd"))
     mcmc = MCMC(NUTS(potential_fn=lambda z: banana(z, None)), num_warmup=500, num_samples=8000, progress_bar=False)
     mcmc.run(jax.random.key(6), init_params=jnp.zeros(2), extra_fields=("num_steps",))
     ours = out.num_steps[:, 500:].mean()
     theirs = float(np.mean(mcmc.get_extra_fields()["num_steps"]))
     assert abs(ours / theirs - 1) < 0.15, (ours, theirs)
     # exact quantiles of y (10^7 direct draws): median 0.369, 90% 1.532
-    np.testing.assert_allclose(np.quantile(y, [0.5, 0.9]), [0.369, 1.532], atol=0.06)
+    for prob, exact in ((0.5, 0.369), (0.9, 1.532)):
+        assert abs(np.quantile(y, prob) - exact) < 4 * float(az.mcse(y, method="quantile", prob=prob)) + 0.01
