@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -127,7 +128,12 @@ def test_float32_and_float64_emulators_give_the_same_posterior(emulator, test_se
     a, b = posts[0].summary, posts[1].summary
     se = a["sd"] / np.sqrt(np.minimum(a["ess_bulk"], b["ess_bulk"]))  # standard error of one mean
     assert np.all(np.abs(a["mean"] - b["mean"]) < 4 * np.sqrt(2) * se)
-    np.testing.assert_allclose(a["sd"], b["sd"], rtol=0.12)
+    # sds to their Monte Carlo errors (arviz, chains included): the second star has a cool tail that
+    # a chain now and then explores in either precision, which moves its sd by tens of percent
+    for star in range(len(stars)):
+        for k, name in enumerate(LABELS):
+            mcse = [float(az.mcse(p.idata.posterior[name].values[..., star], method="sd")) for p in posts]
+            assert abs(a["sd"][star, k] - b["sd"][star, k]) < 4 * np.hypot(*mcse) + 0.05 * b["sd"][star, k]
 
 
 @pytest.fixture(scope="module")
