@@ -287,8 +287,8 @@ def sample_nuts(
         Per star.
     batch_size : int
         Runs (star-chains) advanced together: one batched emulator gradient
-        per step (measured on 2 cores, float32, default model: 34 us per run
-        and step with 128, 38 with 64, ~80 with 16). When the queue of a
+        per step (measured on 2 cores, float32, default model: 34-40 us per
+        run and step with 128, 38-45 with 64, ~80 with 16). When the queue of a
         call runs dry the gradient shrinks with the lanes still busy.
     init_labels : numpy.ndarray, optional
         Starting labels ``(n_star, n_label)``; default the MAP.
