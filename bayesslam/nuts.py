@@ -289,20 +289,18 @@ def build_nuts_runner(
         full batch. Idle lanes get zeros in a smaller bucket (they record
         nothing); the full batch takes every lane as it is, without gathers.
         """
-        order = jnp.argsort(~active, stable=True)  # active lanes first
-
         def on_bucket(size):
-            def evaluate(z, order):
+            def evaluate(z, active):
                 if size == n_lanes:
                     return jax.vmap(value_and_grad)(z, lane_data)
-                lanes_in = order[:size]
+                lanes_in = jnp.argsort(~active, stable=True)[:size]  # active lanes first
                 pe, grad = jax.vmap(value_and_grad)(z[lanes_in], jax.tree.map(lambda a: a[lanes_in], lane_data))
                 return (jnp.zeros((n_lanes,), pe.dtype).at[lanes_in].set(pe),
                         jnp.zeros(z.shape, grad.dtype).at[lanes_in].set(grad))
             return evaluate
 
         branch = jnp.sum(jnp.asarray(sizes) >= jnp.sum(active)) - 1  # the smallest bucket that holds them
-        return jax.lax.switch(branch, [on_bucket(size) for size in sizes], z, order), branch
+        return jax.lax.switch(branch, [on_bucket(size) for size in sizes], z, active), branch
 
     def runner(keys, z0, inverse_mass, data, n_valid, on_done):
         n_run, dim = z0.shape
