@@ -335,42 +335,54 @@ def default_rho(C: np.ndarray, rho_scale: float = DEFAULT_RHO_SCALE) -> np.ndarr
     return rho_scale * np.asarray(C, dtype=np.float64) ** RHO_POWER
 
 
+def _soft_box(v, tau, upper, xp=np):
+    """``z = clip(soft_threshold(v, tau), -upper, upper)``: the proximal step of ``epsilon ||z||_1`` on the box."""
+    return xp.clip(xp.sign(v) * xp.maximum(xp.abs(v) - tau, 0.0), -upper, upper)
+
+
 @partial(jax.jit, static_argnames=("n_steps",))
-def _admm_block(vectors, values, ones_v, Y, upper, eps, rho, usable, z, u, done, tol, n_steps: int):
+def _admm_block(vectors, vectors_t, values, ones_v, Y, upper, eps, rho, usable, v, done, tol, n_steps: int):
     """``n_steps`` over-relaxed ADMM iterations (see the module docstring), then libsvm's gap test.
 
-    With a truncated spectrum (fewer eigenvectors than stars) the solve is
+    The ADMM state ``(z, u)`` is carried as ``v = z + u`` (``z = prox(v)``,
+    ``u = v - z``), one array per column instead of two. With a truncated
+    spectrum (fewer eigenvectors than stars) the solve is
     ``(K + rho I)^-1 q = q / rho + V diag(1 / (s + rho) - 1 / rho) V' q``,
-    the missing eigenvalues being 0. Columns already ``done`` keep their
-    state. Returns ``(z, u, gap, done)``.
+    the missing eigenvalues being 0; the projection onto ``sum beta = 0`` is
+    done in the eigenbasis (``1' (K + rho I)^-1 q`` from ``V' q``), so each
+    iteration costs two products with the eigenvectors and a few
+    elementwise passes. ``vectors_t`` is ``vectors.T`` stored contiguously
+    (XLA's CPU product with a transposed operand is ~2x slower). Columns
+    already ``done`` keep their state. Returns ``(v, gap, done)``.
     """
     full = vectors.shape[1] == vectors.shape[0]
-    if full:
-        inv = 1.0 / (values[:, None] + rho[None, :])
-        m1 = vectors @ (ones_v[:, None] * inv)
-    else:
-        inv = 1.0 / (values[:, None] + rho[None, :]) - 1.0 / rho[None, :]
-        m1 = 1.0 / rho[None, :] + vectors @ (ones_v[:, None] * inv)
-    den = jnp.sum(m1, axis=0)
+    inv = 1.0 / (values[:, None] + rho[None, :])
+    if not full:
+        inv = inv - 1.0 / rho[None, :]
+    ones_inv = ones_v[:, None] * inv  # V' (K + rho I)^-1 1, without its 1 / rho part
+    den = jnp.sum(ones_v[:, None] * ones_inv, axis=0)  # 1' (K + rho I)^-1 1
+    if not full:
+        den = den + vectors.shape[0] / rho
     tau = eps / rho
 
-    def solve(q):
-        projected = vectors @ (inv * (vectors.T @ q))
-        return projected if full else q / rho + projected
+    def step(_, v):
+        z = _soft_box(v, tau, upper, xp=jnp)
+        q = Y + rho * (2.0 * z - v)
+        coef = inv * (vectors_t @ q)
+        total = jnp.sum(ones_v[:, None] * coef, axis=0)  # 1' (K + rho I)^-1 q
+        if not full:
+            total = total + jnp.sum(q, axis=0) / rho
+        shift = total / den  # the multiplier of sum beta = 0
+        projected = vectors @ (coef - shift * ones_inv)
+        beta = projected if full else (q - shift) / rho + projected
+        return jnp.where(done, v, v + RELAXATION * (beta - z))
 
-    def step(_, state):
-        z, u = state
-        mq = solve(Y + rho * (z - u))
-        beta = mq - (jnp.sum(mq, axis=0) / den) * m1
-        v = RELAXATION * beta + (1.0 - RELAXATION) * z + u
-        z_new = jnp.clip(jnp.sign(v) * jnp.maximum(jnp.abs(v) - tau, 0.0), -upper, upper)
-        return jnp.where(done, z, z_new), jnp.where(done, u, v - z_new)
-
-    z, u = jax.lax.fori_loop(0, n_steps, step, (z, u))
-    kernel_z = vectors @ (values[:, None] * (vectors.T @ z))
+    v = jax.lax.fori_loop(0, n_steps, step, v)
+    z = _soft_box(v, tau, upper, xp=jnp)
+    kernel_z = vectors @ (values[:, None] * (vectors_t @ z))
     m, M = _violation_terms(z, Y - kernel_z, upper, eps, usable, xp=jnp)
     gap = m - M
-    return z, u, gap, done | (gap < tol)
+    return v, gap, done | (gap < tol)
 
 
 def _rebalance(beta: np.ndarray, h: np.ndarray, upper: np.ndarray, eps: np.ndarray, usable: np.ndarray) -> np.ndarray:
@@ -452,11 +464,12 @@ def _iterate(spectrum, Yu, upper, usable, eps, rho, z, u, n_iter, columns, tol, 
     is compacted when it fits a smaller bucket. ``n_iter[columns]`` is updated
     in place; returns the final ``(z, u)`` (float64).
     """
-    z, u = z.copy(), u.copy()
+    v = z + u
     with jax.enable_x64(dtype == np.float64):
         to = partial(jnp.asarray, dtype=dtype)
         vectors, values = to(spectrum.vectors), to(spectrum.values)
-        ones_v = vectors.T @ jnp.ones(spectrum.n, dtype=dtype)
+        vectors_t = to(np.ascontiguousarray(spectrum.vectors.T))
+        ones_v = vectors_t @ jnp.ones(spectrum.n, dtype=dtype)
         tol_d = to(tol)
         active = np.flatnonzero(n_iter[columns] < max_iter)
         while active.size:
@@ -464,21 +477,21 @@ def _iterate(spectrum, Yu, upper, usable, eps, rho, z, u, n_iter, columns, tol, 
             cols = np.resize(active, size)
             pad = np.arange(size) >= active.size
             args = [to(Yu[:, cols]), to(upper[:, cols]), to(eps[cols]), to(rho[cols]), jnp.asarray(usable[:, cols])]
-            z_a, u_a, done = to(z[:, cols]), to(u[:, cols]), jnp.asarray(pad)
+            v_a, done = to(v[:, cols]), jnp.asarray(pad)
             done_host = pad
             while True:
-                z_a, u_a, _, done = _admm_block(vectors, values, ones_v, *args, z_a, u_a, done, tol_d,
-                                                n_steps=check_every)
+                v_a, _, done = _admm_block(vectors, vectors_t, values, ones_v, *args, v_a, done, tol_d,
+                                           n_steps=check_every)
                 n_iter[columns[active[~done_host[: active.size]]]] += check_every
                 done_host = np.asarray(done) | pad
                 over = n_iter[columns[active]] >= max_iter
                 left = int(np.sum(~done_host[: active.size] & ~over))
                 if left == 0 or _bucket(left) < size:
                     break
-            z[:, active] = np.asarray(z_a, dtype=np.float64)[:, : active.size]
-            u[:, active] = np.asarray(u_a, dtype=np.float64)[:, : active.size]
+            v[:, active] = np.asarray(v_a, dtype=np.float64)[:, : active.size]
             active = active[~done_host[: active.size] & (n_iter[columns[active]] < max_iter)]
-        return z, u
+    z = _soft_box(v, (eps / rho)[None, :], upper)
+    return z, v - z
 
 
 def solve_svr_batch(
