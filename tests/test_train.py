@@ -362,7 +362,7 @@ def test_batched_backend_settings_and_default_cv_tolerance(data):
     labels, flux, ivar = data
     small = {"C": [1.0], "epsilon": [0.1], "gamma": [0.3]}
     fast = trainer(grid=small, backend="batched").fit(labels, flux[:, :4], ivar[:, :4])
-    assert fast.settings_["backend"] == "batched" and fast.settings_["cv_tol"] == 1e-2
+    assert fast.settings_["backend"] == "batched" and fast.settings_["cv_tol"] == 3e-2
     assert trainer(grid=small).fit(labels, flux[:, :4], ivar[:, :4]).settings_["cv_tol"] == 1e-3
     assert fast.to_model().metadata["trainer"]["backend"] == "batched"
 
