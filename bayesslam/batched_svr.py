@@ -385,13 +385,15 @@ def _admm_block(vectors, vectors_t, values, ones_v, Y, upper, eps, rho, usable, 
     return v, gap, done | (gap < tol)
 
 
-def _rebalance(beta: np.ndarray, h: np.ndarray, upper: np.ndarray, eps: np.ndarray, usable: np.ndarray) -> np.ndarray:
+def _rebalance(beta: np.ndarray, Y: np.ndarray, kernel: np.ndarray, upper: np.ndarray, eps: np.ndarray,
+               usable: np.ndarray) -> np.ndarray:
     """Make ``sum beta = 0`` (libsvm's equality constraint) with the smallest change to the KKT state.
 
     First the free coefficients are shifted (each keeps its sign and box).
     If a residual remains (e.g. ADMM left every coefficient at 0 or +-C), the
     coefficients whose residual ``h = y - K beta`` lies closest to the tube
-    edge they would move onto are moved, one at a time, until the sum is 0.
+    edge they would move onto are moved, one at a time, until the sum is 0
+    (``h`` is computed for those columns only).
     """
     beta = beta.copy()
     for _ in range(4):
@@ -403,9 +405,10 @@ def _rebalance(beta: np.ndarray, h: np.ndarray, upper: np.ndarray, eps: np.ndarr
         beta = np.where(free, np.where(beta > 0, np.clip(shifted, 0.0, upper), np.clip(shifted, -upper, 0.0)), beta)
     total = beta.sum(axis=0)
     left = np.flatnonzero(np.abs(total) > 1e-12 * np.maximum(upper.max(axis=0), 1e-300) * beta.shape[0])
-    for j in left:
+    h = Y[:, left] - kernel @ beta[:, left] if left.size else None
+    for k, j in enumerate(left):
         down = total[j] > 0  # the sum must decrease: move coefficients down
-        b, hj, up, e, use = beta[:, j], h[:, j], upper[:, j], eps[j], usable[:, j]
+        b, hj, up, e, use = beta[:, j], h[:, k], upper[:, j], eps[j], usable[:, j]
         # distance of each star to the edge it would move onto, and how far it can move
         if down:
             edge = np.where(b > 0, np.abs(hj - e), np.abs(hj + e))
@@ -597,6 +600,7 @@ def solve_svr_batch(
     n_used = usable.sum(axis=0)
     trivial = n_used < 2
     beta = np.zeros((n, n_pix))
+    residual = Yu.copy()  # y - K beta, kept up to date column by column
     violation = np.full(n_pix, -np.inf)
     sparse = ~trivial & (n_used < SHARED_MIN_FRACTION * n)
     if sparse.any():
@@ -624,19 +628,21 @@ def solve_svr_batch(
                                               Ev[active], rhov[active], z[:, active], u[:, active],
                                               n_iter, active, inner_tol, max_iter, check_every, dtype)
         z_a = np.where(usable[:, active], np.clip(z[:, active], -upper[:, active], upper[:, active]), 0.0)
-        sub = _rebalance(z_a, Yu[:, active] - spectrum.kernel @ z_a, upper[:, active], Ev[active], usable[:, active])
+        sub = _rebalance(z_a, Yu[:, active], spectrum.kernel, upper[:, active], Ev[active], usable[:, active])
         sub = _snap_to_bounds(sub, upper[:, active])
         h = Yu[:, active] - spectrum.kernel @ sub
         m, M = _violation_terms(sub, h, Cv[active], Ev[active], usable[:, active])
         beta[:, active] = sub
+        residual[:, active] = h
         violation[active] = m - M
         retry = (violation[active] >= tol) & (n_iter[active] < max_iter)
         active = active[retry]
         inner_tol *= 0.5
     trivial = n_used < 2
     converged = trivial | (violation < tol)
-    h = Yu - spectrum.kernel @ beta
-    intercept = libsvm_intercept(beta, h, Cv, Ev, usable)
+    if sparse.any():
+        residual[:, sparse] = Yu[:, sparse] - spectrum.kernel @ beta[:, sparse]
+    intercept = libsvm_intercept(beta, residual, Cv, Ev, usable)
     if not converged.all():
         logger.warning("solve_svr_batch: %d of %d pixels did not reach tol=%g in %d iterations (worst gap %.3g)",
                        int((~converged).sum()), n_pix, tol, max_iter, float(np.max(violation[~converged])))
