@@ -76,7 +76,7 @@ from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from bayesslam.batched_training import KernelCache, cv_fold_scores, final_fits
+from bayesslam.batched_training import CV_RANK_TOL, KernelCache, cv_fold_scores, final_fits
 from bayesslam.emulator import Emulator, build_emulator
 from bayesslam.errors import BayesSlamError
 from bayesslam.modelfile import SlamModel, TrainingSummary, library_versions, utc_now
@@ -354,7 +354,7 @@ def _train_chunk(
     grid : numpy.ndarray, shape (n_grid, 3)
         C, epsilon, gamma of each grid point.
     settings : Mapping
-        ``backend``, ``n_folds``, ``tol``, ``cv_tol``, ``cache_size``,
+        ``backend``, ``n_folds``, ``tol``, ``cv_tol``, ``cv_rank_tol``, ``cache_size``,
         ``shrinking``, ``max_iter``, ``min_stars``.
     cache : KernelCache, optional
         Kernel eigendecompositions shared by the chunks (batched backend).
@@ -378,7 +378,7 @@ def _train_chunk(
     batched = settings["backend"] == "batched"
     if batched:
         batched_max_iter = int(settings["max_iter"]) if settings["max_iter"] > 0 else BATCHED_MAX_ITER
-        cache = cache if cache is not None else KernelCache(x, fold)
+        cache = cache if cache is not None else KernelCache(x, fold, rank_tol=settings["cv_rank_tol"])
         fold_mse, oof, _ = cv_fold_scores(y, usable, fold, grid, pixels, cache, tol=settings["cv_tol"],
                                           max_iter=batched_max_iter, step_callback=step_callback)
     else:
@@ -800,6 +800,8 @@ class SlamTrainer(BaseEstimator):
             "random_state": None if self.random_state is None else int(self.random_state),
             "tol": float(self.tol),
             "cv_tol": self._cv_tol,
+            # the batched backend's CV kernel truncation changes its scores: part of the checkpoint key
+            "cv_rank_tol": CV_RANK_TOL if self.backend == "batched" else None,
             "cache_size": float(self.cache_size),
             "shrinking": bool(self.shrinking),
             "max_iter": int(self.max_iter),
@@ -871,6 +873,7 @@ class SlamTrainer(BaseEstimator):
             "n_folds": int(self.n_folds),
             "tol": float(self.tol),
             "cv_tol": self._cv_tol,
+            "cv_rank_tol": CV_RANK_TOL if self.backend == "batched" else None,
             "cache_size": float(self.cache_size),
             "shrinking": bool(self.shrinking),
             "max_iter": int(self.max_iter),
@@ -916,7 +919,7 @@ class SlamTrainer(BaseEstimator):
 
         if self.backend == "batched":
             # one process: JAX uses the cores; the kernels' eigendecompositions are shared by the chunks
-            cache = KernelCache(x, fold)
+            cache = KernelCache(x, fold, rank_tol=settings["cv_rank_tol"])
             steps = len(np.unique(grid[:, 2])) * int(self.n_folds)
             bar = tqdm(total=len(todo) * steps, unit="step", desc="SLAM training (batched; gamma x fold x chunk)",
                        disable=not self.progress)

@@ -8,6 +8,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict
 from sklearn.svm import SVR
 
+from bayesslam import train
 from bayesslam.errors import BayesSlamError
 from bayesslam.train import (
     PRESETS,
@@ -380,6 +381,16 @@ def test_batched_training_resumes_from_its_checkpoint(data, tmp_path):
         np.testing.assert_allclose(getattr(resumed, name), getattr(reference, name), rtol=1e-9, err_msg=name)
     with pytest.raises(CheckpointError, match="different settings"):
         trainer(grid=small, checkpoint_dir=tmp_path).fit(labels, flux, ivar)  # libsvm on a batched checkpoint
+
+
+def test_batched_checkpoint_of_another_kernel_truncation_is_refused(data, tmp_path, monkeypatch):
+    labels, flux, ivar = data
+    small = {"C": [1.0], "epsilon": [0.1], "gamma": [0.3]}
+    first = trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux[:, :4], ivar[:, :4])
+    assert first.settings_["cv_rank_tol"] == train.CV_RANK_TOL
+    monkeypatch.setattr(train, "CV_RANK_TOL", train.CV_RANK_TOL / 10)
+    with pytest.raises(CheckpointError, match="different settings"):
+        trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux[:, :4], ivar[:, :4])
 
 
 def test_tight_cv_tolerance_is_solved_in_float64(data, monkeypatch):
