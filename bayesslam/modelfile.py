@@ -42,7 +42,9 @@ import logging
 import os
 import platform
 import tempfile
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -87,6 +89,10 @@ _REQUIRED_METADATA = (
     "training_set_sha256",
     "library_versions",
 )
+
+
+#: Fixed part of a zip local file header.
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 
 
 class ModelFileError(CorruptFileError):
@@ -398,13 +404,54 @@ def save_model(model: SlamModel, path: str | os.PathLike, *, overwrite: bool = F
     return path
 
 
+def _dos_date_time(date_time: tuple[int, ...]) -> tuple[int, int]:
+    year, month, day, hour, minute, second = date_time
+    return hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day
+
+
+def _check_local_headers(path: Path) -> None:
+    """Each member's local zip header must repeat its central-directory record.
+
+    zipfile reads members through the central directory and skips most of
+    the local header, so a damaged local header (version, flags, method,
+    time, CRC, sizes, the zip64 sizes) would otherwise go unnoticed.
+    """
+    with zipfile.ZipFile(path) as archive, open(path, "rb") as stream:
+        for info in archive.infolist():
+            stream.seek(info.header_offset)
+            header = stream.read(_LOCAL_HEADER.size)
+            if len(header) != _LOCAL_HEADER.size:
+                raise zipfile.BadZipFile(f"member {info.filename!r}: truncated local header")
+            (signature, version, flags, method, time_, date, crc, compressed, size, name_length,
+             extra_length) = _LOCAL_HEADER.unpack(header)
+            expected = (b"PK\x03\x04", info.extract_version, info.flag_bits, info.compress_type,
+                        *_dos_date_time(info.date_time))
+            if (signature, version, flags, method, time_, date) != expected:
+                raise zipfile.BadZipFile(f"member {info.filename!r}: local header differs from the directory")
+            stream.seek(name_length, os.SEEK_CUR)
+            extra = stream.read(extra_length)
+            sizes = {"compressed": compressed, "size": size}
+            while len(extra) >= 4:
+                tag, length = struct.unpack("<HH", extra[:4])
+                if tag == 0x0001:  # zip64: the sizes that are 0xFFFFFFFF in the fixed header
+                    values = iter(struct.unpack(f"<{length // 8}Q", extra[4:4 + length - length % 8]))
+                    for key in ("size", "compressed"):
+                        if sizes[key] == 0xFFFFFFFF:
+                            sizes[key] = next(values, -1)
+                extra = extra[4 + length:]
+            if not flags & 0x08 and (crc, sizes["compressed"], sizes["size"]) != (
+                    info.CRC, info.compress_size, info.file_size):
+                raise zipfile.BadZipFile(f"member {info.filename!r}: local header differs from the directory")
+
+
 def _read_archive(path: Path) -> dict[str, np.ndarray]:
     try:
+        _check_local_headers(path)
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, struct.error) as exc:
         raise ModelFileError(
             f"{path}: not a readable bayesslam model file ({type(exc).__name__}: {exc}); it is truncated, "
             "damaged or of another kind. Copy it again or re-save the model with bayesslam.modelfile.save_model."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +119,21 @@ def test_flipped_byte_is_refused(saved, where):
     """A flipped bit in the compressed data is refused (zip CRC or the content checksum catches it)."""
     data = bytearray(saved.read_bytes())
     data[int(len(data) * where)] ^= 0x01
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError):
+        load_model(saved)
+
+
+@pytest.mark.parametrize("field", ["local header", "deflate stream"])
+def test_damaged_member_is_refused_with_a_named_error(saved, field):
+    """zipfile skips most of a local header and zlib raises its own error: both become ModelFileError."""
+    with zipfile.ZipFile(saved) as archive:
+        member = max(archive.infolist(), key=lambda info: info.compress_size)
+    data = bytearray(saved.read_bytes())
+    start = member.header_offset
+    name_length, extra_length = struct.unpack("<HH", data[start + 26:start + 30])
+    position = start + 5 if field == "local header" else start + 30 + name_length + extra_length + 20
+    data[position] ^= 0x10
     saved.write_bytes(bytes(data))
     with pytest.raises(ModelFileError):
         load_model(saved)
