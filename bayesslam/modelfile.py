@@ -430,17 +430,21 @@ def _check_local_headers(path: Path) -> None:
                 raise zipfile.BadZipFile(f"member {info.filename!r}: local header differs from the directory")
             stream.seek(name_length, os.SEEK_CUR)
             extra = stream.read(extra_length)
-            sizes = {"compressed": compressed, "size": size}
-            while len(extra) >= 4:
+            recorded = [(crc, compressed, size)]
+            while extra:
+                if len(extra) < 4:
+                    raise zipfile.BadZipFile(f"member {info.filename!r}: damaged extra field")
                 tag, length = struct.unpack("<HH", extra[:4])
-                if tag == 0x0001:  # zip64: the sizes that are 0xFFFFFFFF in the fixed header
-                    values = iter(struct.unpack(f"<{length // 8}Q", extra[4:4 + length - length % 8]))
-                    for key in ("size", "compressed"):
-                        if sizes[key] == 0xFFFFFFFF:
-                            sizes[key] = next(values, -1)
+                if 4 + length > len(extra) or (tag == 0x0001 and length != 16):
+                    raise zipfile.BadZipFile(f"member {info.filename!r}: damaged extra field")
+                if tag == 0x0001:  # zip64: (size, compressed) as 8-byte integers
+                    size64, compressed64 = struct.unpack("<QQ", extra[4:20])
+                    recorded.append((crc, compressed64, size64))
+                    if (compressed, size) == (0xFFFFFFFF, 0xFFFFFFFF):
+                        recorded.pop(0)
                 extra = extra[4 + length:]
-            if not flags & 0x08 and (crc, sizes["compressed"], sizes["size"]) != (
-                    info.CRC, info.compress_size, info.file_size):
+            expected_sizes = (info.CRC, info.compress_size, info.file_size)
+            if not flags & 0x08 and any(entry != expected_sizes for entry in recorded):
                 raise zipfile.BadZipFile(f"member {info.filename!r}: local header differs from the directory")
 
 
