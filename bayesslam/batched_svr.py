@@ -405,7 +405,7 @@ def _rebalance(beta: np.ndarray, Y: np.ndarray, kernel: np.ndarray, upper: np.nd
         beta = np.where(free, np.where(beta > 0, np.clip(shifted, 0.0, upper), np.clip(shifted, -upper, 0.0)), beta)
     total = beta.sum(axis=0)
     left = np.flatnonzero(np.abs(total) > 1e-12 * np.maximum(upper.max(axis=0), 1e-300) * beta.shape[0])
-    h = Y[:, left] - kernel @ beta[:, left] if left.size else None
+    h = Y[:, left] - kernel @ beta[:, left]
     for k, j in enumerate(left):
         down = total[j] > 0  # the sum must decrease: move coefficients down
         b, hj, up, e, use = beta[:, j], h[:, k], upper[:, j], eps[j], usable[:, j]

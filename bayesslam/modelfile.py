@@ -41,8 +41,8 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import struct
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -405,6 +405,7 @@ def save_model(model: SlamModel, path: str | os.PathLike, *, overwrite: bool = F
 
 
 def _dos_date_time(date_time: tuple[int, ...]) -> tuple[int, int]:
+    """A zip member's ``date_time`` as the MS-DOS (time, date) fields of its headers."""
     year, month, day, hour, minute, second = date_time
     return hour << 11 | minute << 5 | second // 2, (year - 1980) << 9 | month << 5 | day
 
@@ -430,21 +431,21 @@ def _check_local_headers(path: Path) -> None:
                 raise zipfile.BadZipFile(f"member {info.filename!r}: local header differs from the directory")
             stream.seek(name_length, os.SEEK_CUR)
             extra = stream.read(extra_length)
-            recorded = [(crc, compressed, size)]
+            zip64 = None  # (size, compressed) as 8-byte integers
             while extra:
                 if len(extra) < 4:
                     raise zipfile.BadZipFile(f"member {info.filename!r}: damaged extra field")
                 tag, length = struct.unpack("<HH", extra[:4])
                 if 4 + length > len(extra) or (tag == 0x0001 and length != 16):
                     raise zipfile.BadZipFile(f"member {info.filename!r}: damaged extra field")
-                if tag == 0x0001:  # zip64: (size, compressed) as 8-byte integers
-                    size64, compressed64 = struct.unpack("<QQ", extra[4:20])
-                    recorded.append((crc, compressed64, size64))
-                    if (compressed, size) == (0xFFFFFFFF, 0xFFFFFFFF):
-                        recorded.pop(0)
+                if tag == 0x0001:
+                    zip64 = struct.unpack("<QQ", extra[4:20])
                 extra = extra[4 + length:]
-            expected_sizes = (info.CRC, info.compress_size, info.file_size)
-            if not flags & 0x08 and any(entry != expected_sizes for entry in recorded):
+            if zip64 is not None and (compressed, size) == (0xFFFFFFFF, 0xFFFFFFFF):
+                compressed, size = zip64[1], zip64[0]
+            sizes_differ = (crc, compressed, size) != (info.CRC, info.compress_size, info.file_size) or (
+                zip64 is not None and zip64 != (info.file_size, info.compress_size))
+            if not flags & 0x08 and sizes_differ:
                 raise zipfile.BadZipFile(f"member {info.filename!r}: local header differs from the directory")
 
 

@@ -873,7 +873,7 @@ class SlamTrainer(BaseEstimator):
             "n_folds": int(self.n_folds),
             "tol": float(self.tol),
             "cv_tol": self._cv_tol,
-            "cv_rank_tol": CV_RANK_TOL if self.backend == "batched" else None,
+            "cv_rank_tol": settings["cv_rank_tol"],
             "cache_size": float(self.cache_size),
             "shrinking": bool(self.shrinking),
             "max_iter": int(self.max_iter),
