@@ -87,6 +87,10 @@ SHARED_MIN_FRACTION: float = 0.25
 #: Restricted kernels kept per :class:`KernelSpectrum`.
 RESTRICTED_CACHE_SIZE: int = 64
 
+#: Matrix products of the iterations in full float32/float64: on GPUs XLA's default float32
+#: product rounds its operands to tensor-float-32 (~1e-3 relative), the size of the gaps tested.
+_matmul = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+
 
 class BatchedSVRError(BayesSlamError, ValueError):
     """Inputs of the batched SVR solver are inconsistent (shapes, non-finite values, bad settings)."""
@@ -307,8 +311,14 @@ def libsvm_intercept(beta: np.ndarray, h: np.ndarray, C: np.ndarray, epsilon: np
         of ``h - eps sign(beta)``; without free variables, the midpoint of
         libsvm's feasible interval ``[lb, ub]``; 0 for a pixel without usable stars.
     """
-    alpha = np.maximum(beta, 0.0)
-    alpha_s = np.maximum(-beta, 0.0)
+    with np.errstate(invalid="ignore"):
+        return _intercept(beta, h, C, epsilon, usable)
+
+
+def _intercept(beta, h, C, epsilon, usable, xp=np):
+    """:func:`libsvm_intercept` for NumPy or JAX arrays (``xp``)."""
+    alpha = xp.maximum(beta, 0.0)
+    alpha_s = xp.maximum(-beta, 0.0)
     # y*G of libsvm's 2n variables: alpha (y = +1): eps - h; alpha* (y = -1): -(h + eps)
     yg_a = epsilon - h
     yg_s = -(h + epsilon)
@@ -317,16 +327,13 @@ def libsvm_intercept(beta: np.ndarray, h: np.ndarray, C: np.ndarray, epsilon: np
     free_a = usable & ~upper_a & ~lower_a
     free_s = usable & ~upper_s & ~lower_s
     n_free = free_a.sum(axis=0) + free_s.sum(axis=0)
-    sum_free = np.where(free_a, yg_a, 0.0).sum(axis=0) + np.where(free_s, yg_s, 0.0).sum(axis=0)
-    ub = np.minimum(np.where(usable & lower_a, yg_a, np.inf).min(axis=0),
-                    np.where(usable & upper_s, yg_s, np.inf).min(axis=0))
-    lb = np.maximum(np.where(usable & upper_a, yg_a, -np.inf).max(axis=0),
-                    np.where(usable & lower_s, yg_s, -np.inf).max(axis=0))
-    rho = np.zeros(beta.shape[1])
-    has_free = n_free > 0
-    rho[has_free] = sum_free[has_free] / n_free[has_free]
-    both = ~has_free & np.isfinite(ub) & np.isfinite(lb)
-    rho[both] = 0.5 * (ub[both] + lb[both])
+    sum_free = xp.where(free_a, yg_a, 0.0).sum(axis=0) + xp.where(free_s, yg_s, 0.0).sum(axis=0)
+    ub = xp.minimum(xp.where(usable & lower_a, yg_a, xp.inf).min(axis=0),
+                    xp.where(usable & upper_s, yg_s, xp.inf).min(axis=0))
+    lb = xp.maximum(xp.where(usable & upper_a, yg_a, -xp.inf).max(axis=0),
+                    xp.where(usable & lower_s, yg_s, -xp.inf).max(axis=0))
+    both = xp.isfinite(ub) & xp.isfinite(lb)
+    rho = xp.where(n_free > 0, sum_free / xp.maximum(n_free, 1), xp.where(both, 0.5 * (ub + lb), 0.0))
     return -rho
 
 
@@ -368,47 +375,87 @@ def _admm_block(vectors, vectors_t, values, ones_v, Y, upper, eps, rho, usable, 
     def step(_, v):
         z = _soft_box(v, tau, upper, xp=jnp)
         q = Y + rho * (2.0 * z - v)
-        coef = inv * (vectors_t @ q)
+        coef = inv * _matmul(vectors_t, q)
         total = jnp.sum(ones_v[:, None] * coef, axis=0)  # 1' (K + rho I)^-1 q
         if not full:
             total = total + jnp.sum(q, axis=0) / rho
         shift = total / den  # the multiplier of sum beta = 0
-        projected = vectors @ (coef - shift * ones_inv)
+        projected = _matmul(vectors, coef - shift * ones_inv)
         beta = projected if full else (q - shift) / rho + projected
         return jnp.where(done, v, v + RELAXATION * (beta - z))
 
     v = jax.lax.fori_loop(0, n_steps, step, v)
     z = _soft_box(v, tau, upper, xp=jnp)
-    kernel_z = vectors @ (values[:, None] * (vectors_t @ z))
+    kernel_z = _matmul(vectors, values[:, None] * _matmul(vectors_t, z))
     m, M = _violation_terms(z, Y - kernel_z, upper, eps, usable, xp=jnp)
     gap = m - M
     return v, gap, done | (gap < tol)
 
 
-def _rebalance(beta: np.ndarray, Y: np.ndarray, kernel: np.ndarray, upper: np.ndarray, eps: np.ndarray,
-               usable: np.ndarray) -> np.ndarray:
-    """Make ``sum beta = 0`` (libsvm's equality constraint) with the smallest change to the KKT state.
-
-    First the free coefficients are shifted (each keeps its sign and box).
-    If a residual remains (e.g. ADMM left every coefficient at 0 or +-C), the
-    coefficients whose residual ``h = y - K beta`` lies closest to the tube
-    edge they would move onto are moved, one at a time, until the sum is 0
-    (``h`` is computed for those columns only).
-    """
-    beta = beta.copy()
+def _shift_free(beta, upper, usable, xp=np):
+    """Move ``sum beta`` towards 0 by shifting the free coefficients (each keeps its sign and box)."""
     for _ in range(4):
         total = beta.sum(axis=0)
-        free = usable & (beta != 0) & (np.abs(beta) < upper)
+        free = usable & (beta != 0) & (xp.abs(beta) < upper)
         n_free = free.sum(axis=0)
-        shift = np.divide(total, n_free, out=np.zeros_like(total), where=n_free > 0)
-        shifted = beta - shift
-        beta = np.where(free, np.where(beta > 0, np.clip(shifted, 0.0, upper), np.clip(shifted, -upper, 0.0)), beta)
+        shifted = beta - xp.where(n_free > 0, total / xp.maximum(n_free, 1), 0.0)
+        beta = xp.where(free, xp.where(beta > 0, xp.clip(shifted, 0.0, upper), xp.clip(shifted, -upper, 0.0)), beta)
+    return beta
+
+
+def _unbalanced(beta, upper, xp=np):
+    """Columns whose ``sum beta`` is not 0 to rounding."""
+    scale = xp.maximum(upper.max(axis=0), 1e-300) * beta.shape[0]
+    return xp.abs(beta.sum(axis=0)) > 1e-12 * scale
+
+
+def _snap_to_bounds(beta, upper, xp=np):
+    """Coefficients within ``SNAP_RTOL * C`` of 0 or of ``+-C`` set exactly there.
+
+    libsvm's coefficients sit exactly on their bounds; rounding in the
+    rebalancing can leave one a few ulps away, which would make it "free" and
+    change the intercept (the mean over free coefficients instead of the
+    midpoint of the feasible interval).
+    """
+    margin = SNAP_RTOL * upper
+    beta = xp.where(xp.abs(beta) <= margin, 0.0, beta)
+    return xp.where(xp.abs(beta) >= upper - margin, xp.sign(beta) * upper, beta)
+
+
+@jax.jit
+def _finish_block(kernel, Y, v, tau, upper, C, eps, usable):
+    """The returned point of ADMM states ``v`` and its libsvm gap and intercept (float64, compiled).
+
+    ``beta = prox(v)`` (inside the box, 0 at unusable stars), its sum
+    rebalanced on the free coefficients (:func:`_shift_free`), snapped to
+    the bounds; then ``h = y - K beta``, libsvm's gap ``m - M`` and
+    intercept. Returns ``(beta, gap, intercept, unbalanced)``, the last
+    marking columns whose sum the free coefficients could not bring to 0
+    (:func:`_rebalance_bounded` finishes those on the host).
+    """
+    beta = jnp.where(usable, _soft_box(v, tau, upper, xp=jnp), 0.0)
+    beta = _shift_free(beta, upper, usable, xp=jnp)
+    unbalanced = _unbalanced(beta, upper, xp=jnp)
+    beta = _snap_to_bounds(beta, upper, xp=jnp)
+    h = Y - _matmul(kernel, beta)
+    m, M = _violation_terms(beta, h, upper, eps, usable, xp=jnp)
+    return beta, m - M, _intercept(beta, h, C, eps, usable, xp=jnp), unbalanced
+
+
+def _rebalance_bounded(beta: np.ndarray, Y: np.ndarray, kernel: np.ndarray, upper: np.ndarray, eps: np.ndarray,
+                       usable: np.ndarray) -> np.ndarray:
+    """Bring ``sum beta`` to 0 where shifting the free coefficients could not (e.g. all at 0 or +-C).
+
+    The coefficients whose residual ``h = y - K beta`` lies closest to the
+    tube edge they would move onto are moved, one at a time, until the sum
+    is 0: the smallest change to the KKT state.
+    """
+    beta = beta.copy()
     total = beta.sum(axis=0)
-    left = np.flatnonzero(np.abs(total) > 1e-12 * np.maximum(upper.max(axis=0), 1e-300) * beta.shape[0])
-    h = Y[:, left] - kernel @ beta[:, left]
-    for k, j in enumerate(left):
+    h = Y - kernel @ beta
+    for j in range(beta.shape[1]):
         down = total[j] > 0  # the sum must decrease: move coefficients down
-        b, hj, up, e, use = beta[:, j], h[:, k], upper[:, j], eps[j], usable[:, j]
+        b, hj, up, e, use = beta[:, j], h[:, j], upper[:, j], eps[j], usable[:, j]
         # distance of each star to the edge it would move onto, and how far it can move
         if down:
             edge = np.where(b > 0, np.abs(hj - e), np.abs(hj + e))
@@ -424,21 +471,32 @@ def _rebalance(beta: np.ndarray, Y: np.ndarray, kernel: np.ndarray, upper: np.nd
             step = min(room[i], need)
             b[i] += -step if down else step
             need -= step
-        beta[:, j] = b
     return beta
 
 
-def _snap_to_bounds(beta: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Coefficients within ``SNAP_RTOL * C`` of 0 or of ``+-C`` set exactly there.
+def _finish(spectrum: KernelSpectrum, Yu: np.ndarray, v: np.ndarray, upper: np.ndarray, C: np.ndarray, eps: np.ndarray,
+            rho: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_finish_block` on padded column buckets, then the host-side fix of unbalanced columns.
 
-    libsvm's coefficients sit exactly on their bounds; rounding in the
-    rebalancing can leave one a few ulps away, which would make it "free" and
-    change the intercept (the mean over free coefficients instead of the
-    midpoint of the feasible interval).
+    Returns ``(beta, gap, intercept)`` in float64.
     """
-    margin = SNAP_RTOL * upper
-    beta = np.where(np.abs(beta) <= margin, 0.0, beta)
-    return np.where(np.abs(beta) >= upper - margin, np.sign(beta) * upper, beta)
+    n_col = Yu.shape[1]
+    size = _bucket(n_col)
+    cols = np.resize(np.arange(n_col), size)
+    keep = (np.arange(size) < n_col)[None, :]
+    with jax.enable_x64(True):
+        out = _finish_block(spectrum.kernel, Yu[:, cols], v[:, cols], (eps / rho)[cols],
+                            np.where(keep, upper[:, cols], 0.0), C[cols], eps[cols], usable[:, cols] & keep)
+        beta, gap, intercept, unbalanced = (np.array(a)[..., :n_col] for a in out)
+    left = np.flatnonzero(unbalanced)
+    if left.size:
+        fixed = _snap_to_bounds(_rebalance_bounded(beta[:, left], Yu[:, left], spectrum.kernel, upper[:, left],
+                                                   eps[left], usable[:, left]), upper[:, left])
+        h = Yu[:, left] - spectrum.kernel @ fixed
+        m, M = _violation_terms(fixed, h, upper[:, left], eps[left], usable[:, left])
+        beta[:, left], gap[left] = fixed, m - M
+        intercept[left] = libsvm_intercept(fixed, h, C[left], eps[left], usable[:, left])
+    return beta, gap, intercept
 
 
 def _bucket(size: int) -> int:
@@ -459,28 +517,31 @@ def _as_pixel_vector(value: Any, n_pix: int, name: str) -> np.ndarray:
     return arr
 
 
-def _iterate(spectrum, Yu, upper, usable, eps, rho, z, u, n_iter, columns, tol, max_iter, check_every, dtype):
+def _iterate(spectrum, Yu, upper, usable, eps, rho, v, n_iter, columns, tol, max_iter, check_every, dtype):
     """ADMM on a set of columns until each one's gap is below ``tol`` or it used ``max_iter`` iterations.
 
     The columns live on the device in a batch padded to a bucket size (padding
     columns are marked done); solved columns are frozen in place and the batch
-    is compacted when it fits a smaller bucket. ``n_iter[columns]`` is updated
-    in place; returns the final ``(z, u)`` (float64).
+    is compacted when it fits a smaller bucket. ``n_iter[columns]`` and the
+    states ``v = z + u`` (float64) are updated in place; returns ``v``.
     """
-    v = z + u
     with jax.enable_x64(dtype == np.float64):
-        to = partial(jnp.asarray, dtype=dtype)
+        # cast on the host and device_put: jnp.asarray and eager casts compile a copy per shape
+        # (~0.4 s each on a GPU)
+        def to(array):
+            return jax.device_put(np.asarray(array, dtype=dtype))
+
         vectors, values = to(spectrum.vectors), to(spectrum.values)
         vectors_t = to(np.ascontiguousarray(spectrum.vectors.T))
-        ones_v = vectors_t @ jnp.ones(spectrum.n, dtype=dtype)
+        ones_v = to(spectrum.vectors.sum(axis=0))  # V' 1
         tol_d = to(tol)
         active = np.flatnonzero(n_iter[columns] < max_iter)
         while active.size:
             size = _bucket(active.size)
             cols = np.resize(active, size)
             pad = np.arange(size) >= active.size
-            args = [to(Yu[:, cols]), to(upper[:, cols]), to(eps[cols]), to(rho[cols]), jnp.asarray(usable[:, cols])]
-            v_a, done = to(v[:, cols]), jnp.asarray(pad)
+            args = [to(Yu[:, cols]), to(upper[:, cols]), to(eps[cols]), to(rho[cols]), jax.device_put(usable[:, cols])]
+            v_a, done = to(v[:, cols]), jax.device_put(pad)
             done_host = pad
             while True:
                 v_a, _, done = _admm_block(vectors, vectors_t, values, ones_v, *args, v_a, done, tol_d,
@@ -493,8 +554,7 @@ def _iterate(spectrum, Yu, upper, usable, eps, rho, z, u, n_iter, columns, tol, 
                     break
             v[:, active] = np.asarray(v_a, dtype=np.float64)[:, : active.size]
             active = active[~done_host[: active.size] & (n_iter[columns[active]] < max_iter)]
-    z = _soft_box(v, (eps / rho)[None, :], upper)
-    return z, v - z
+    return v
 
 
 def solve_svr_batch(
@@ -587,21 +647,22 @@ def solve_svr_batch(
     Yu = np.where(usable, Y, 0.0)
     upper = np.where(usable, Cv, 0.0)
     if warm_start is None:
-        z = np.zeros((n, n_pix))
-        u = np.zeros((n, n_pix))
+        v = np.zeros((n, n_pix))  # the ADMM state as z + u
     else:
         z, u = (np.asarray(a, dtype=np.float64) for a in warm_start)
         if z.shape != (n, n_pix) or u.shape != (n, n_pix):
             raise BatchedSVRError(f"warm_start arrays must have shape {(n, n_pix)}")
-        z = np.clip(np.nan_to_num(z), -upper, upper)
-        u = np.nan_to_num(u)
+        v = np.clip(np.nan_to_num(z), -upper, upper) + np.nan_to_num(u)
 
     n_iter = np.zeros(n_pix, dtype=np.int64)
     n_used = usable.sum(axis=0)
     trivial = n_used < 2
     beta = np.zeros((n, n_pix))
-    residual = Yu.copy()  # y - K beta, kept up to date column by column
     violation = np.full(n_pix, -np.inf)
+    intercept = np.zeros(n_pix)
+    if trivial.any():  # beta = 0; libsvm's intercept is then y of the one usable star, if any
+        intercept[trivial] = libsvm_intercept(beta[:, trivial], Yu[:, trivial], Cv[trivial], Ev[trivial],
+                                              usable[:, trivial])
     sparse = ~trivial & (n_used < SHARED_MIN_FRACTION * n)
     if sparse.any():
         # heavily masked pixels: solve on the kernel of their own stars, grouped by mask
@@ -610,43 +671,33 @@ def solve_svr_batch(
         for g, pattern in enumerate(patterns):
             cols = columns[np.ravel(group_of) == g]
             rows = np.flatnonzero(pattern)
+            block = np.ix_(rows, cols)
             part, (sub_z, sub_u) = solve_svr_batch(
-                spectrum.restricted(rows), Yu[np.ix_(rows, cols)], Cv[cols], Ev[cols], tol=tol, max_iter=max_iter,
-                rho=rhov[cols], warm_start=(z[np.ix_(rows, cols)], u[np.ix_(rows, cols)]), check_every=check_every,
-                dtype=dtype, return_state=True)
-            beta[np.ix_(rows, cols)] = part.beta
-            z[np.ix_(rows, cols)], u[np.ix_(rows, cols)] = sub_z, sub_u
-            violation[cols] = part.violation
-            n_iter[cols] = part.n_iter
+                spectrum.restricted(rows), Yu[block], Cv[cols], Ev[cols], tol=tol, max_iter=max_iter,
+                rho=rhov[cols], warm_start=(np.zeros(v[block].shape), v[block]),
+                check_every=check_every, dtype=dtype, return_state=True)
+            beta[block], v[block] = part.beta, sub_z + sub_u
+            violation[cols], intercept[cols], n_iter[cols] = part.violation, part.intercept, part.n_iter
         trivial = trivial | sparse  # done: keep them out of the shared iterations below
     # float32 gaps and the final rebalancing move the gap a little: stop with a margin,
     # then check in float64 and go on with the pixels that still miss tol
     inner_tol = 0.5 * tol
     active = np.flatnonzero(~trivial)
     while active.size:
-        z[:, active], u[:, active] = _iterate(spectrum, Yu[:, active], upper[:, active], usable[:, active],
-                                              Ev[active], rhov[active], z[:, active], u[:, active],
-                                              n_iter, active, inner_tol, max_iter, check_every, dtype)
-        z_a = np.where(usable[:, active], np.clip(z[:, active], -upper[:, active], upper[:, active]), 0.0)
-        sub = _rebalance(z_a, Yu[:, active], spectrum.kernel, upper[:, active], Ev[active], usable[:, active])
-        sub = _snap_to_bounds(sub, upper[:, active])
-        h = Yu[:, active] - spectrum.kernel @ sub
-        m, M = _violation_terms(sub, h, Cv[active], Ev[active], usable[:, active])
-        beta[:, active] = sub
-        residual[:, active] = h
-        violation[active] = m - M
-        retry = (violation[active] >= tol) & (n_iter[active] < max_iter)
-        active = active[retry]
+        v[:, active] = _iterate(spectrum, Yu[:, active], upper[:, active], usable[:, active], Ev[active],
+                                rhov[active], v[:, active], n_iter, active, inner_tol, max_iter, check_every, dtype)
+        beta[:, active], violation[active], intercept[active] = _finish(
+            spectrum, Yu[:, active], v[:, active], upper[:, active], Cv[active], Ev[active], rhov[active],
+            usable[:, active])
+        active = active[(violation[active] >= tol) & (n_iter[active] < max_iter)]
         inner_tol *= 0.5
     trivial = n_used < 2
     converged = trivial | (violation < tol)
-    if sparse.any():
-        residual[:, sparse] = Yu[:, sparse] - spectrum.kernel @ beta[:, sparse]
-    intercept = libsvm_intercept(beta, residual, Cv, Ev, usable)
     if not converged.all():
         logger.warning("solve_svr_batch: %d of %d pixels did not reach tol=%g in %d iterations (worst gap %.3g)",
                        int((~converged).sum()), n_pix, tol, max_iter, float(np.max(violation[~converged])))
     solution = BatchSolution(beta=beta, intercept=intercept, violation=violation, n_iter=n_iter, converged=converged)
     if return_state:
-        return solution, (z, u)
+        z = _soft_box(v, (Ev / rhov)[None, :], upper)
+        return solution, (z, v - z)
     return solution
