@@ -22,7 +22,6 @@ from bayesslam.emulator import (
     flux_plain,
     label_jacobian,
     least_squares_terms,
-    weighted_flux_derivatives,
 )
 from bayesslam.train import SlamTrainer
 
