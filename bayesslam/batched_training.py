@@ -8,20 +8,23 @@ scores, tie-breaking and final refits), solved for many pixels at once by
 For one ``gamma`` and one fold every pixel shares the training kernel, so its
 eigendecomposition is computed once (:class:`KernelCache`) and reused by
 every pixel, every ``C`` and every ``epsilon``: all (pixel, C, epsilon) of one
-(gamma, fold) are the columns of one batched solve. Fold scores are the mean squared error on the fold's usable held-out stars,
-exactly as the libsvm backend computes them.
+(gamma, fold) are the columns of one batched solve. Fold scores are the mean
+squared error on the fold's usable held-out stars, exactly as the libsvm
+backend computes them. The folds are scored one after the other, so that
+with :class:`CVRace` the clear losers of each pixel leave the batch early.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from bayesslam.batched_svr import KernelSpectrum, rbf_kernel_matrix, solve_svr_batch
 
-__all__ = ["KernelCache", "cv_fold_scores", "final_fits"]
+__all__ = ["CVRace", "KernelCache", "cv_fold_scores", "final_fits", "race_losers"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,71 @@ class KernelCache:
         return self._full[key]
 
 
+@dataclass(frozen=True)
+class CVRace:
+    """Racing of the grid points through the folds: clear losers are not scored on the remaining folds.
+
+    After each fold from the ``min_folds``-th on, a pixel's grid point is
+    dropped when its mean held-out MSE over the folds scored so far exceeds
+    that of the pixel's current best point by more than ``margin`` (relative
+    to the best's) *and* by more than ``z`` standard errors of the paired
+    per-fold differences (a racing scheme in the spirit of Maron & Moore's
+    Hoeffding races). The best point of a pixel is never dropped, every
+    surviving point is scored on every fold, and the choice is made among
+    the survivors exactly as without racing; dropped points get a NaN CV MSE.
+
+    Attributes
+    ----------
+    min_folds : int
+        Folds scored before the first drop.
+    margin : float
+        Smallest relative excess over the best point's partial MSE to drop a point.
+    z : float
+        Smallest excess in standard errors of the paired differences.
+    """
+
+    min_folds: int = 3
+    margin: float = 0.02
+    z: float = 3.0
+
+    def to_dict(self) -> dict[str, float]:
+        """The settings as JSON-ready numbers (checkpoint key, model metadata)."""
+        return {"min_folds": int(self.min_folds), "margin": float(self.margin), "z": float(self.z)}
+
+
+def race_losers(fold_mse: np.ndarray, alive: np.ndarray, race: CVRace) -> np.ndarray:
+    """The grid points that ``race`` drops given the folds scored so far.
+
+    Parameters
+    ----------
+    fold_mse : numpy.ndarray, shape (n_pix, n_grid, n_done)
+        Held-out MSE per fold scored so far (NaN: a fold without usable held-out stars).
+    alive : numpy.ndarray of bool, shape (n_pix, n_grid)
+        Points still in the race.
+    race : CVRace
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n_pix, n_grid)
+        Points to drop (never a pixel's current best).
+    """
+    scored = np.isfinite(fold_mse)
+    n_scored = scored.sum(axis=2)
+    mean = np.where(scored, fold_mse, 0.0).sum(axis=2) / np.maximum(n_scored, 1)
+    mean = np.where(alive & (n_scored > 0), mean, np.inf)
+    rows = np.arange(fold_mse.shape[0])
+    best = np.argmin(mean, axis=1)
+    diff = fold_mse - fold_mse[rows, best][:, None, :]
+    valid = np.isfinite(diff)
+    n_valid = valid.sum(axis=2)
+    excess = np.where(valid, diff, 0.0).sum(axis=2) / np.maximum(n_valid, 1)
+    spread = np.where(valid, (diff - excess[:, :, None]) ** 2, 0.0).sum(axis=2) / np.maximum(n_valid - 1, 1)
+    stderr = np.sqrt(spread / np.maximum(n_valid, 1))
+    best_mean = mean[rows, best][:, None]
+    return (alive & (n_valid >= 2) & np.isfinite(best_mean) & (excess > race.margin * best_mean)
+            & (excess > race.z * stderr))
+
+
 def cv_fold_scores(
     y: np.ndarray,
     usable: np.ndarray,
@@ -94,13 +162,15 @@ def cv_fold_scores(
     tol: float,
     max_iter: int,
     dtype: Any = None,
+    race: CVRace | None = None,
     step_callback: Callable[[], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Held-out MSE of every grid point and fold, and out-of-fold predictions, for a chunk of pixels.
 
-    For each (gamma, fold), every (C, epsilon) of that gamma and every pixel
-    is one column of a single :func:`~bayesslam.batched_svr.solve_svr_batch`
-    call on the fold's training kernel.
+    Fold by fold, for each gamma, every (C, epsilon) of that gamma and every
+    pixel still in the race is one column of a single
+    :func:`~bayesslam.batched_svr.solve_svr_batch` call on the fold's
+    training kernel.
 
     Parameters
     ----------
@@ -116,15 +186,21 @@ def cv_fold_scores(
     tol, max_iter, dtype
         Solver settings (:func:`~bayesslam.batched_svr.solve_svr_batch`); ``dtype``
         default: float32 for ``tol >= FLOAT32_MIN_TOL``, else float64.
+    race : CVRace, optional
+        Drop clear losers after each fold (:class:`CVRace`); default: score
+        every point on every fold.
     step_callback : callable, optional
-        Called after each (gamma, fold) is done (progress).
+        Called after each (fold, gamma) is done (progress).
 
     Returns
     -------
     fold_mse : numpy.ndarray, shape (n_chunk, n_grid, n_folds)
-        NaN for a fold without a usable held-out star.
+        NaN for a fold without a usable held-out star and for the folds a
+        dropped point was not scored on.
     oof : numpy.ndarray of float32, shape (n_chunk, n_grid, n_star)
-        Held-out predictions (standardized), for every star.
+        Held-out predictions (standardized), for every star (NaN where not scored).
+    dropped : numpy.ndarray of bool, shape (n_chunk, n_grid)
+        Points the race dropped.
     n_unconverged : int
         Solves that stopped at ``max_iter`` before reaching ``tol``.
     """
@@ -135,33 +211,34 @@ def cv_fold_scores(
         dtype = np.float32 if tol >= FLOAT32_MIN_TOL else np.float64
     fold_mse = np.full((n_chunk, n_grid, n_folds), np.nan)
     oof = np.full((n_chunk, n_grid, n_star), np.nan, dtype=np.float32)
+    alive = np.zeros((n_chunk, n_grid), dtype=bool)
+    alive[pixels] = True
     n_unconverged = 0
-    n_pix = pixels.size
-    for gamma in np.unique(grid[:, 2]):
-        points = np.flatnonzero(grid[:, 2] == gamma)
-        n_point = points.size
-        C = np.repeat(grid[points, 0], n_pix)
-        eps = np.repeat(grid[points, 1], n_pix)
-        for f in range(n_folds):
-            if n_pix:
-                train = np.flatnonzero(fold != f)
-                test = np.flatnonzero(fold == f)
+    for f in range(n_folds):
+        train = np.flatnonzero(fold != f)
+        test = np.flatnonzero(fold == f)
+        for gamma in np.unique(grid[:, 2]):
+            points = np.flatnonzero(grid[:, 2] == gamma)
+            local, pix = np.nonzero(alive[:, points].T)  # columns: point-major, pixels within
+            if pix.size:
+                point = points[local]
                 spectrum, held_out = cache.fold_kernels(gamma, f)
-                use_train = np.tile(usable[np.ix_(train, pixels)], (1, n_point))
-                solution = solve_svr_batch(spectrum, np.tile(y[np.ix_(train, pixels)], (1, n_point)), C, eps,
-                                           mask=use_train, tol=tol, max_iter=max_iter, dtype=dtype)
+                solution = solve_svr_batch(spectrum, y[np.ix_(train, pix)], grid[point, 0], grid[point, 1],
+                                           mask=usable[np.ix_(train, pix)], tol=tol, max_iter=max_iter, dtype=dtype)
                 n_unconverged += int((~solution.converged).sum())
-                pred = solution.predict(held_out).reshape(test.size, n_point, n_pix)
-                use_test = usable[np.ix_(test, pixels)]
-                squared = np.where(use_test[:, None, :], (pred - y[np.ix_(test, pixels)][:, None, :]) ** 2, 0.0)
+                pred = solution.predict(held_out)
+                use_test = usable[np.ix_(test, pix)]
+                squared = np.where(use_test, (pred - y[np.ix_(test, pix)]) ** 2, 0.0).sum(axis=0)
                 n_test = use_test.sum(axis=0)
-                scores = np.divide(squared.sum(axis=0), n_test, out=np.full((n_point, n_pix), np.nan),
-                                   where=n_test > 0)
-                fold_mse[np.ix_(pixels, points, [f])] = scores.T[:, :, None]
-                oof[np.ix_(pixels, points, test)] = np.transpose(pred, (2, 1, 0)).astype(np.float32)
+                fold_mse[pix, point, f] = np.divide(squared, n_test, out=np.full(pix.size, np.nan), where=n_test > 0)
+                oof[pix[:, None], point[:, None], test[None, :]] = pred.T.astype(np.float32)
             if step_callback is not None:
                 step_callback()
-    return fold_mse, oof, n_unconverged
+        if race is not None and race.min_folds <= f + 1 < n_folds:
+            alive &= ~race_losers(fold_mse[:, :, : f + 1], alive, race)
+    dropped = np.zeros((n_chunk, n_grid), dtype=bool)
+    dropped[pixels] = ~alive[pixels]
+    return fold_mse, oof, dropped, n_unconverged
 
 
 def final_fits(

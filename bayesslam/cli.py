@@ -130,6 +130,9 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--cv-tol", type=float,
                        help="stopping tolerance of the cross-validation fits (default: the backend's; "
                             "final models always use --tol)")
+    train.add_argument("--no-cv-race", action="store_true",
+                       help="batched backend: score every grid point on every fold (default: drop clear "
+                            "losers after the third fold, docs/training.md)")
     train.add_argument("--tol", type=float, default=1e-3,
                        help="stopping tolerance, libsvm's maximal-violating-pair rule (%(default)s; "
                             "the batched backend solves its final fits to 1e-2 of it)")

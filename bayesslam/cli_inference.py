@@ -97,7 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
     labels = read_label_table(args.labels, prepared.spectra.identifiers, label_names, args.id_column)
     checkpoint = args.checkpoint or args.output.with_suffix(".checkpoint")
     trainer = SlamTrainer(grid=args.grid, backend=args.backend, n_folds=args.folds, tol=args.tol,
-                          cv_tol=args.cv_tol, n_jobs=args.n_jobs, checkpoint_dir=checkpoint, progress=args.progress)
+                          cv_tol=args.cv_tol, cv_race=False if args.no_cv_race else None,
+                          n_jobs=args.n_jobs, checkpoint_dir=checkpoint, progress=args.progress)
     if checkpoint.exists() and not args.resume:
         raise BayesSlamError(f"checkpoint {checkpoint} exists; pass --resume to continue that training, or remove it.")
     trainer.fit_prepared(labels, prepared, label_names=label_names)

@@ -9,6 +9,7 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict
 from sklearn.svm import SVR
 
 from bayesslam import train
+from bayesslam.batched_training import CVRace, race_losers
 from bayesslam.errors import BayesSlamError
 from bayesslam.train import (
     PRESETS,
@@ -319,7 +320,7 @@ def test_to_model_metadata(fitted):
 @pytest.fixture(scope="module")
 def batched(fitted, data):
     _, flux, ivar = fitted
-    return trainer(backend="batched", cv_tol=1e-3).fit(data[0], flux, ivar, label_names=LABEL_NAMES)
+    return trainer(backend="batched", cv_tol=1e-3, cv_race=False).fit(data[0], flux, ivar, label_names=LABEL_NAMES)
 
 
 def test_batched_backend_chooses_libsvms_hyperparameters(fitted, batched):
@@ -412,3 +413,75 @@ def test_tight_cv_tolerance_is_solved_in_float64(data, monkeypatch):
                 cv_tol=cv_tol).fit(labels, flux[:, :2], ivar[:, :2])
         cv_dtypes = set(seen[:-1])  # the last solve is the final fit (always float64)
         assert cv_dtypes == {np.dtype(expected)}, cv_tol
+
+
+# ---- racing the grid points through the folds (batched backend) ----------------------------------
+
+
+def test_race_drops_clear_losers_only():
+    """Consistently and clearly worse points go; points within the margin or within the noise stay."""
+    rng = np.random.default_rng(0)
+    base = 1.0 + 0.1 * rng.normal(size=4)  # fold-to-fold variation shared by all points (same test stars)
+    fold_mse = np.stack([
+        base,                                                      # 0: the best
+        base * 1.01,                                               # 1: 1% worse (inside the 2% margin)
+        base * 1.5,                                                # 2: 50% worse on every fold
+        base * 1.3 + np.array([-0.9, 0.9, -0.9, 0.9]),             # 3: 30% worse on average, but noisy
+        np.where(np.arange(4) == 1, np.nan, base * 1.5),           # 4: clearly worse, one fold unscored
+        base * 1.5,                                                # 5: clearly worse but already out
+    ])[None]
+    alive = np.array([[True, True, True, True, True, False]])
+    losers = race_losers(fold_mse, alive, CVRace())
+    np.testing.assert_array_equal(losers[0], [False, False, True, False, True, False])
+    # identical points: nothing to drop; a pixel without scores: nothing either
+    assert not race_losers(np.ones((1, 3, 4)), np.ones((1, 3), bool), CVRace()).any()
+    assert not race_losers(np.full((1, 3, 4), np.nan), np.ones((1, 3), bool), CVRace()).any()
+
+
+@pytest.fixture(scope="module")
+def full_grid_10_folds(data):
+    labels, flux, ivar = data
+    return trainer(backend="batched", n_folds=10, cv_race=False).fit(labels, flux, ivar)
+
+
+def test_race_keeps_the_choice_of_the_full_grid(data, full_grid_10_folds):
+    """Racing drops many points but chooses as the full grid does, with the same scores where it kept a point."""
+    labels, flux, ivar = data
+    full = full_grid_10_folds
+    raced = trainer(backend="batched", n_folds=10).fit(labels, flux, ivar)
+    assert raced.settings_["cv_race"] == CVRace().to_dict() and full.settings_["cv_race"] is None
+    trained = raced.pixel_trained_
+    dropped = np.isnan(raced.cv_grid_mse_) & trained[:, None]
+    assert dropped[trained].mean() > 0.3
+    same = raced.best_index_ == full.best_index_
+    assert np.mean(same[trained]) >= 0.95
+    at_choice = full.cv_grid_mse_[np.arange(len(same)), raced.best_index_]
+    assert np.all(at_choice[trained] <= 1.01 * full.cv_mse_[trained])
+    kept = ~dropped & trained[:, None]
+    np.testing.assert_allclose(raced.cv_grid_mse_[kept], full.cv_grid_mse_[kept], rtol=1e-3)
+    rows = np.nonzero(dropped)[0]
+    assert np.all(full.cv_grid_mse_[dropped] > 1.02 * full.cv_mse_[rows])
+    np.testing.assert_allclose(raced.model_variance_[trained], full.model_variance_[trained], rtol=1e-3)
+
+
+def test_reckless_race_changes_the_choice(data, full_grid_10_folds, monkeypatch):
+    """Negative control: a race that keeps only the leader after two folds does not choose as the full grid."""
+    labels, flux, ivar = data
+    monkeypatch.setattr(train, "CVRace", lambda **_: CVRace(min_folds=2, margin=0.0, z=0.0))
+    reckless = trainer(backend="batched", n_folds=10).fit(labels, flux, ivar)
+    full = full_grid_10_folds
+    trained = full.pixel_trained_
+    assert np.mean(reckless.best_index_[trained] == full.best_index_[trained]) < 0.95
+
+
+def test_race_settings(data, tmp_path):
+    labels, flux, ivar = data
+    small = {"C": [0.5, 8.0], "epsilon": [0.1], "gamma": [0.3]}
+    with pytest.raises(TrainerSettingsError, match="cv_race needs backend='batched'"):
+        trainer(grid=small, cv_race=True).fit(labels, flux[:, :2], ivar[:, :2])
+    with pytest.raises(TrainerSettingsError, match="cv_race must be"):
+        trainer(grid=small, backend="batched", cv_race="yes").fit(labels, flux[:, :2], ivar[:, :2])
+    assert trainer(grid=small).fit(labels, flux[:, :2], ivar[:, :2]).settings_["cv_race"] is None
+    trainer(grid=small, backend="batched", cv_race=False, checkpoint_dir=tmp_path).fit(labels, flux[:, :4], ivar[:, :4])
+    with pytest.raises(CheckpointError, match="different settings"):
+        trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux[:, :4], ivar[:, :4])
