@@ -166,7 +166,7 @@ VARIANTS = {
 
 
 def bench_grid(grid: str, labels, flux, ivar, ref_pixels: np.ndarray, pixels: np.ndarray,
-               variants: Sequence[str]) -> dict:
+               variants: Sequence[str], one_size: bool = False) -> dict:
     n_points = len(resolve_grid(grid, 4))
     warm_up(labels, flux, ivar, grid)
     out = {"grid": grid, "grid_points": n_points}
@@ -183,7 +183,7 @@ def bench_grid(grid: str, labels, flux, ivar, ref_pixels: np.ndarray, pixels: np
     half = pixels[: pixels.size // 2]
     for variant in variants:
         key, label, options = VARIANTS[variant]
-        sizes = (half, pixels) if variant == "default" else (pixels,)
+        sizes = (half, pixels) if variant == "default" and not one_size else (pixels,)
         times = {}
         for chosen in sizes:
             trainer, seconds = timed_fit(labels, flux[:, chosen], ivar[:, chosen], grid=grid, backend="batched",
@@ -195,7 +195,7 @@ def bench_grid(grid: str, labels, flux, ivar, ref_pixels: np.ndarray, pixels: np
             per_pixel = max((t2 - t1) / (n2 - n1), 1e-9)
             fixed = max(t2 - per_pixel * n2, 0.0)
         else:
-            fixed = out["batched_default"]["fixed_s"]
+            fixed = 0.0 if one_size else out["batched_default"]["fixed_s"]
             per_pixel = max(times[pixels.size] - fixed, 0.0) / pixels.size
         production = fixed + per_pixel * PRODUCTION_PIXELS
         boss = fixed + per_pixel * BOSS_PIXELS
@@ -249,6 +249,9 @@ def main() -> None:
     parser.add_argument("--tight-grids", default="fast",
                         help="grids on which cv_tol 1e-3 (float64 CV solves) is timed too (default: %(default)s)")
     parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--one-size", action="store_true",
+                        help="time the batched backend at --pixels only (e.g. the whole window: no extrapolation "
+                             "below it, the fixed cost counted per pixel above it)")
     parser.add_argument("--libsvm-jobs", type=int, default=2, help="worker processes of the libsvm reference")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="pixels per batched solve (default: the trainer's, %d)" % DEFAULT_CHUNK_SIZE["batched"])
@@ -271,7 +274,7 @@ def main() -> None:
         print(f"\n== grid {grid} ({len(resolve_grid(grid, 4))} points), 870 stars, 10 folds", flush=True)
         variants = ["default"] + [name for name, option in (("full", args.full_grids), ("tight", args.tight_grids))
                                   if grid in option.split(",")]
-        results["grids"][grid] = bench_grid(grid, labels, flux, ivar, ref, ordered, variants)
+        results["grids"][grid] = bench_grid(grid, labels, flux, ivar, ref, ordered, variants, args.one_size)
     if not args.no_scaling:
         print("\n== scaling of the batched backend", flush=True)
         results["scaling"] = scaling(labels, flux, ivar, rng)
