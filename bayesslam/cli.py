@@ -126,7 +126,7 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--folds", type=int, default=10, help="cross-validation folds (%(default)s)")
     train.add_argument("--backend", choices=("libsvm", "batched"), default="libsvm",
                        help="SVR solver: libsvm (scikit-learn, one QP at a time, the reference) or batched "
-                            "(all pixels of a gamma and fold in one JAX solve; 8-11x faster on 2 cores) (%(default)s)")
+                            "(all pixels of a gamma and fold in one JAX solve; 9-16x faster on 2 cores) (%(default)s)")
     train.add_argument("--cv-tol", type=float,
                        help="stopping tolerance of the cross-validation fits (default: the backend's; "
                             "final models always use --tol)")

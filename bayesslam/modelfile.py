@@ -116,7 +116,8 @@ class TrainingSummary:
     param_grid : numpy.ndarray, shape (n_grid, 3)
         The hyperparameter grid searched: columns C, epsilon, gamma.
     cv_grid_mse : numpy.ndarray, shape (n_pix, n_grid)
-        Cross-validated MSE (standardized units) of every grid point.
+        Cross-validated MSE (standardized units) of every grid point (NaN on
+        untrained pixels and where the batched trainer's race dropped a point).
     oof_flux : numpy.ndarray, shape (n_train, n_pix)
         Out-of-fold predicted spectra (normalized flux) of the training stars
         with each pixel's chosen hyperparameters: star ``i`` predicted by the
