@@ -81,6 +81,7 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
 
 
 def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
+    from bayesslam.batched_training import CVRace
     from bayesslam.modelfile import load_model
 
     prepared, labels = _prepared_mock(tmp_path, 30, 6, ("8100", "8200"))
@@ -97,3 +98,7 @@ def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
     labels = reference.training_labels[:5]
     np.testing.assert_allclose(np.asarray(batched.emulator(labels)), np.asarray(reference.emulator(labels)), atol=1e-3)
     assert main([*common, "-o", str(tmp_path / "x.npz"), "--cv-tol", "-1", "--backend", "batched"]) == 2
+    # racing the grid points is the batched default; --no-cv-race scores every point (recorded in the model)
+    assert batched.metadata["trainer"]["cv_race"] == CVRace().to_dict()
+    assert main([*common, "-o", str(tmp_path / "full.npz"), "--backend", "batched", "--no-cv-race"]) == 0
+    assert load_model(tmp_path / "full.npz").metadata["trainer"]["cv_race"] is None
