@@ -894,18 +894,10 @@ class SlamTrainer(BaseEstimator):
         training_hash = training_set_hash(labels, flux, ivar)
         flux = np.where(ivar > 0, flux, 0.0)
         settings = self._settings_record(grid)
-        worker_settings = {
-            "backend": str(self.backend),
-            "n_folds": int(self.n_folds),
-            "tol": float(self.tol),
-            "cv_tol": self._cv_tol,
-            "cv_rank_tol": settings["cv_rank_tol"],
-            "cv_race": settings["cv_race"],
-            "cache_size": float(self.cache_size),
-            "shrinking": bool(self.shrinking),
-            "max_iter": int(self.max_iter),
-            "min_stars": max(int(self.min_stars_per_pixel), int(self.n_folds)),
-        }
+        worker_keys = ("backend", "n_folds", "tol", "cv_tol", "cv_rank_tol", "cv_race", "cache_size", "shrinking",
+                       "max_iter")
+        worker_settings = {key: settings[key] for key in worker_keys}
+        worker_settings["min_stars"] = max(int(self.min_stars_per_pixel), int(self.n_folds))
         chunk_size = self._chunk_size
         bounds = [(start, min(start + chunk_size, n_pix)) for start in range(0, n_pix, chunk_size)]
         results: dict[int, dict[str, np.ndarray]] = {}
