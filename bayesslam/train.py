@@ -359,7 +359,7 @@ def _train_chunk(
     cache : KernelCache, optional
         Kernel eigendecompositions shared by the chunks (batched backend).
     step_callback : callable, optional
-        Progress callback of the batched backend (once per gamma and fold).
+        Progress callback of the batched backend (once per fold and gamma).
 
     Returns
     -------
@@ -940,7 +940,7 @@ class SlamTrainer(BaseEstimator):
             # one process: JAX uses the cores; the kernels' eigendecompositions are shared by the chunks
             cache = KernelCache(x, fold, rank_tol=settings["cv_rank_tol"])
             steps = len(np.unique(grid[:, 2])) * int(self.n_folds)
-            bar = tqdm(total=len(todo) * steps, unit="step", desc="SLAM training (batched; gamma x fold x chunk)",
+            bar = tqdm(total=len(todo) * steps, unit="step", desc="SLAM training (batched; fold x gamma x chunk)",
                        disable=not self.progress)
             with bar:
                 for index in todo:
