@@ -595,10 +595,11 @@ class SlamTrainer(BaseEstimator):
         best point's by more than 2% and 3 standard errors of the paired
         fold differences is not scored on the remaining folds; the choice is
         made among the points scored on every fold, and dropped points get a
-        NaN ``cv_grid_mse_``. None: on for the batched backend (1.5-2x faster
-        on the paper grid; ``docs/training.md`` gives its agreement with the
-        full grid), off for libsvm (which does not race). False: score every
-        point on every fold.
+        NaN ``cv_grid_mse_``. None: on for the batched backend (1.3x faster
+        on the paper grid, 27.6 instead of 35.9 min on 2 cores; no faster on
+        the fast grid; ``docs/training.md`` gives its agreement with the full
+        grid), off for libsvm (which does not race). False: score every point
+        on every fold.
     cache_size : float, default 200
         libsvm kernel cache in MB for the final ``kernel="rbf"`` fits.
     shrinking : bool, default True
