@@ -95,7 +95,7 @@ def timed_fit(labels, flux, ivar, **options) -> tuple[SlamTrainer, float]:
 
 
 def astroslam_pixel(x: np.ndarray, y: np.ndarray, grid: dict) -> float:
-    """One pixel as astroslam's ``train_single_pixel_grid`` trains it; returns its best CV MSE."""
+    """One pixel as astroslam's ``train_single_pixel_grid`` trains it (unit weights); returns its best CV MSE."""
     search = GridSearchCV(SVR(), grid, cv=10, scoring="neg_mean_squared_error", n_jobs=1)
     return -search.fit(x, y).best_score_
 
@@ -349,6 +349,7 @@ def main() -> None:
             if "speedup_vs_astroslam" in b:
                 line += f" {b['speedup_vs_astroslam']:>12.1f}x"
             print(line.rstrip())
+
 
 if __name__ == "__main__":
     main()
