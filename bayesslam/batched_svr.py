@@ -428,6 +428,13 @@ def _snap_to_bounds(beta, upper, xp=np):
     return xp.where(xp.abs(beta) >= upper - margin, xp.sign(beta) * upper, beta)
 
 
+def _gap_and_intercept(kernel, Y, beta, upper, C, eps, usable, xp=np):
+    """libsvm's gap ``m - M`` and intercept at ``beta`` (``h = y - K beta``), for NumPy or JAX arrays."""
+    h = Y - (_matmul if xp is jnp else np.matmul)(kernel, beta)
+    m, M = _violation_terms(beta, h, upper, eps, usable, xp=xp)
+    return m - M, _intercept(beta, h, C, eps, usable, xp=xp)
+
+
 @jax.jit
 def _finish_block(kernel, Y, v, tau, upper, C, eps, usable):
     """The returned point of ADMM states ``v`` and its libsvm gap and intercept (float64, compiled).
@@ -443,9 +450,7 @@ def _finish_block(kernel, Y, v, tau, upper, C, eps, usable):
     beta = _shift_free(beta, upper, usable, xp=jnp)
     unbalanced = _unbalanced(beta, upper, xp=jnp)
     beta = _snap_to_bounds(beta, upper, xp=jnp)
-    h = Y - _matmul(kernel, beta)
-    m, M = _violation_terms(beta, h, upper, eps, usable, xp=jnp)
-    return beta, m - M, _intercept(beta, h, C, eps, usable, xp=jnp), unbalanced
+    return (beta, *_gap_and_intercept(kernel, Y, beta, upper, C, eps, usable, xp=jnp), unbalanced)
 
 
 def _rebalance_bounded(beta: np.ndarray, Y: np.ndarray, kernel: np.ndarray, upper: np.ndarray, eps: np.ndarray,
@@ -498,10 +503,10 @@ def _finish(spectrum: KernelSpectrum, Yu: np.ndarray, v: np.ndarray, upper: np.n
     if left.size:
         fixed = _snap_to_bounds(_rebalance_bounded(beta[:, left], Yu[:, left], spectrum.kernel, upper[:, left],
                                                    eps[left], usable[:, left]), upper[:, left])
-        h = Yu[:, left] - spectrum.kernel @ fixed
-        m, M = _violation_terms(fixed, h, upper[:, left], eps[left], usable[:, left])
-        beta[:, left], gap[left] = fixed, m - M
-        intercept[left] = libsvm_intercept(fixed, h, C[left], eps[left], usable[:, left])
+        with np.errstate(invalid="ignore"):
+            gap[left], intercept[left] = _gap_and_intercept(spectrum.kernel, Yu[:, left], fixed, upper[:, left],
+                                                            C[left], eps[left], usable[:, left])
+        beta[:, left] = fixed
     return beta, gap, intercept
 
 
