@@ -1,4 +1,10 @@
-"""The ``bayesslam`` command: thin wrappers around the library's functions."""
+"""The ``bayesslam`` command: argument parsing, and one call into the library per command.
+
+``prepare`` calls :func:`bayesslam.preparation.prepare_files`, ``mock``
+:func:`bayesslam.mock.generate_survey_files`, and ``train``, ``fit`` and
+``sample`` the pipeline (:func:`bayesslam.pipeline.train`,
+:func:`~bayesslam.pipeline.fit_labels`, :func:`~bayesslam.pipeline.sample_labels`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,9 @@ from pathlib import Path
 from typing import Sequence
 
 from bayesslam import __version__
-from bayesslam.continuum import ContinuumSettings
 from bayesslam.errors import BayesSlamError
 from bayesslam.grid import PRODUCTION_WINDOW, model_wavelength
+from bayesslam.preparation.continuum import ContinuumSettings
 
 __all__ = ["main", "build_parser"]
 
@@ -30,7 +36,7 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
             "output's FAILED table; the others are all written."
         ),
     )
-    parser.add_argument("files", nargs="+", type=Path, help="spectrum files")
+    parser.add_argument("files", nargs="+", help="spectrum files, folders or glob patterns")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output FITS file")
     parser.add_argument(
         "--window", nargs=2, type=float, default=PRODUCTION_WINDOW, metavar=("LO", "HI"),
@@ -48,30 +54,36 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_run_prepare)
 
 
-def _run_prepare(args: argparse.Namespace) -> int:
-    from bayesslam.prepare import prepare_files, write_prepared
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise BayesSlamError(f"{path} exists; pass --overwrite to replace it.")
 
-    if args.output.exists() and not args.overwrite:
-        raise BayesSlamError(f"{args.output} exists; pass --overwrite to replace it.")
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from bayesslam.pipeline import expand_paths
+    from bayesslam.preparation import prepare_files, write_prepared
+
+    _check_output(args.output, args.overwrite)
     settings = ContinuumSettings(p1=args.p1, p2=args.p2, dwave=args.dwave, q=args.q, rsv_frac=args.rsv_frac)
+    files = expand_paths(args.files)
     prepared = prepare_files(
-        args.files,
+        files,
         model_wavelength(tuple(args.window)),
         rest_frame=not args.no_rest_frame,
         settings=settings,
-        progress=sys.stderr.isatty(),
+        progress=args.progress,
     )
     write_prepared(prepared, args.output, overwrite=args.overwrite)
     logger.info(
         "prepared %d of %d spectra on %d pixels (%.1f-%.1f A) -> %s",
-        len(prepared), len(args.files), prepared.wave.size, prepared.wave[0], prepared.wave[-1], args.output,
+        len(prepared), len(files), prepared.wave.size, prepared.wave[0], prepared.wave[-1], args.output,
     )
     for meta, good in zip(prepared.spectra.meta, (~prepared.spectra.mask).sum(axis=1)):
         logger.info("  %-28s SNR %6.1f  v_rad %8.1f km/s  usable pixels %d", meta.identifier, meta.snr, meta.v_rad, good)
     if prepared.failures:
         logger.warning("%d file(s) failed; see the warnings above and the FAILED table.", len(prepared.failures))
     if args.plot:
-        from bayesslam.plotting import plot_prepared
+        from bayesslam.preparation.plotting import plot_prepared
 
         plot_prepared(prepared, args.plot)
         logger.info("plot -> %s", args.plot)
@@ -111,13 +123,11 @@ def _run_mock(args: argparse.Namespace) -> int:
 
 
 def _add_inference(subparsers: argparse._SubParsersAction) -> None:
-    from bayesslam import cli_inference
-
     train = subparsers.add_parser(
         "train", help="train a SLAM model (per-pixel SVRs) on labelled spectra",
         description="Train one RBF SVR per pixel with per-pixel cross-validated C, epsilon, gamma.",
     )
-    train.add_argument("spectra", nargs="+", type=Path, help="a prepared FITS file, or raw spectrum files")
+    train.add_argument("spectra", nargs="+", help="a prepared FITS file, or raw spectrum files, folders or glob patterns")
     train.add_argument("--labels", type=Path, required=True, help="label table (CSV or FITS) matched by identifier")
     train.add_argument("-o", "--output", type=Path, required=True, help="model file to write (.npz)")
     train.add_argument("--label-names", default="teff,logg,fe_h,alpha_m", help="label columns (%(default)s)")
@@ -126,7 +136,7 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--folds", type=int, default=10, help="cross-validation folds (%(default)s)")
     train.add_argument("--backend", choices=("libsvm", "batched"), default="libsvm",
                        help="SVR solver: libsvm (scikit-learn, one QP at a time, the reference) or batched "
-                            "(all pixels of a gamma and fold in one JAX solve; 9-16x faster on 2 cores) (%(default)s)")
+                            "(all pixels of a gamma and fold in one JAX solve; docs/benchmarks.md) (%(default)s)")
     train.add_argument("--cv-tol", type=float,
                        help="stopping tolerance of the cross-validation fits (default: the backend's; "
                             "final models always use --tol)")
@@ -141,23 +151,23 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
     train.add_argument("--description", default="", help="free text stored in the model")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model file")
-    train.set_defaults(handler=cli_inference.run_train)
+    train.set_defaults(handler=_run_train)
 
     fit = subparsers.add_parser(
         "fit", help="best-fit (MAP) labels with Laplace errors for many stars -> FITS catalog",
         description="Batched Levenberg-Marquardt MAP labels, Laplace sigmas and correlations, SNR-law errors, flags.",
     )
-    fit.add_argument("spectra", nargs="+", type=Path, help="a prepared FITS file, or raw spectrum files")
+    fit.add_argument("spectra", nargs="+", help="a prepared FITS file, or raw spectrum files, folders or glob patterns")
     fit.add_argument("-m", "--model", type=Path, help="model file (default: the shipped default model)")
     fit.add_argument("-o", "--output", type=Path, required=True, help="catalog FITS file")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing catalog")
-    fit.set_defaults(handler=cli_inference.run_fit)
+    fit.set_defaults(handler=_run_fit)
 
     sample = subparsers.add_parser(
         "sample", help="full label posteriors (NUTS or emcee) -> NetCDF + FITS catalog",
         description="Posterior sampling of the labels of each star; ArviZ NetCDF output with R-hat, ESS, divergences.",
     )
-    sample.add_argument("spectra", nargs="+", type=Path, help="a prepared FITS file, or raw spectrum files")
+    sample.add_argument("spectra", nargs="+", help="a prepared FITS file, or raw spectrum files, folders or glob patterns")
     sample.add_argument("-m", "--model", type=Path, help="model file (default: the shipped default model)")
     sample.add_argument("-o", "--output", type=Path, required=True, help="posterior NetCDF file")
     sample.add_argument("--catalog", type=Path, help="catalog FITS file (default: OUTPUT with .fits)")
@@ -167,7 +177,71 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--chains", type=int, default=1, help="NUTS chains per star")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    sample.set_defaults(handler=cli_inference.run_sample)
+    sample.set_defaults(handler=_run_sample)
+
+def _run_train(args: argparse.Namespace) -> int:
+    """``bayesslam train SPECTRA... --labels TABLE -o MODEL``."""
+    from bayesslam.emulator import save_model
+    from bayesslam.pipeline import train
+
+    _check_output(args.output, args.overwrite)
+    checkpoint = args.checkpoint or args.output.with_suffix(".checkpoint")
+    if checkpoint.exists() and not args.resume:
+        raise BayesSlamError(f"checkpoint {checkpoint} exists; pass --resume to continue that training, or remove it.")
+    model = train(args.spectra, args.labels, label_names=tuple(args.label_names.split(",")),
+                  id_column=args.id_column, description=args.description, progress=args.progress,
+                  grid=args.grid, backend=args.backend, n_folds=args.folds, tol=args.tol, cv_tol=args.cv_tol,
+                  cv_race=False if args.no_cv_race else None, n_jobs=args.n_jobs, checkpoint_dir=checkpoint)
+    save_model(model, args.output, overwrite=args.overwrite)
+    logger.info("model -> %s", args.output)
+    return 0
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    """``bayesslam fit SPECTRA... [-m MODEL] -o CATALOG``: MAP labels for many stars."""
+    from bayesslam.catalog import write_catalog
+    from bayesslam.pipeline import fit_labels
+
+    _check_output(args.output, args.overwrite)
+    result = fit_labels(args.spectra, args.model, progress=args.progress)
+    write_catalog(result.catalog, args.output, overwrite=args.overwrite)
+    _log_table(result.catalog)
+    logger.info("catalog of %d stars -> %s (%d inputs failed)", len(result.catalog), args.output,
+                len(result.failures))
+    return 0
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    """``bayesslam sample SPECTRA... [-m MODEL] -o POSTERIORS.nc``: NUTS or emcee posteriors."""
+    from bayesslam.catalog import write_catalog
+    from bayesslam.pipeline import sample_labels
+
+    _check_output(args.output, args.overwrite)
+    result = sample_labels(args.spectra, args.model, seed=args.seed, sampler=args.sampler, num_warmup=args.warmup,
+                           num_samples=args.draws, num_chains=args.chains, progress=args.progress)
+    result.to_netcdf(args.output)
+    catalog = args.catalog or args.output.with_suffix(".fits")
+    write_catalog(result.catalog, catalog, overwrite=True)
+    _log_table(result.catalog)
+    logger.info("posteriors -> %s, catalog -> %s (%d inputs failed)", args.output, catalog, len(result.failures))
+    return 0
+
+
+def _log_table(table) -> None:
+    """Log one line per star: MAP labels with the catalog's recommended sigma ``L_ERR``."""
+    label_names = table.meta["LABELS"].split(",")
+    logger.info("errors: %s", {"none": "statistical (the model has no error calibration)",
+                               "laplace": "calibrated (Laplace calibration)",
+                               "posterior": "calibrated (posterior calibration)"}[table.meta["ERRCALIB"]])
+    head = "  ".join(f"{n:>16s}" for n in label_names)
+    logger.info("  %-26s %6s  %s  %5s %s", "identifier", "SNR", head, "chi2r", "flags")
+    for row in table:
+        values = "  ".join(
+            f"{row[f'{n.upper()}_MAP']:8.3f}+-{row[f'{n.upper()}_ERR']:<6.3f}" if n != "teff"
+            else f"{row['TEFF_MAP']:8.1f}+-{row['TEFF_ERR']:<6.1f}"
+            for n in label_names
+        )
+        logger.info("  %-26s %6.1f  %s  %5.2f %d", row["IDENTIFIER"], row["SNR"], values, row["REDUCED_CHI2"], row["FLAGS"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,10 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bayesslam`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     args.progress = sys.stderr.isatty()
-    if args.command in ("train", "fit", "sample"):
-        import jax
-
-        jax.config.update("jax_enable_x64", True)  # inference in float64 (the emulator is exact in 64 bits)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(message)s" if args.verbose else "%(message)s",

@@ -231,7 +231,7 @@ class SpectrumBatch:
                 raise SpectrumValidationError(
                     f"spectrum {s.meta.identifier!r} is on another wavelength grid than "
                     f"{spectra[0].meta.identifier!r}; resample all spectra onto one grid first "
-                    "(bayesslam.prepare)."
+                    "(bayesslam.preparation.prepare)."
                 )
         return cls(
             wave=wave,

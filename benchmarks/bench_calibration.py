@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -39,13 +38,12 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import build_default_model as build  # noqa: E402
+from bayesslam import default_recipe as build  # noqa: E402
 
 from bayesslam.calibration import LEVELS, draws_pit, gaussian_pit, pit_coverage  # noqa: E402
-from bayesslam.default_model import default_model_path  # noqa: E402
-from bayesslam.fit import FitStatus, fit_map  # noqa: E402
-from bayesslam.modelfile import load_model  # noqa: E402
+from bayesslam.emulator import default_model_path  # noqa: E402
+from bayesslam.infer import FitStatus, fit_map  # noqa: E402
+from bayesslam.emulator import load_model  # noqa: E402
 
 SNR_BINS = ((3.0, 50.0), (3.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, 35.0), (35.0, 50.0))
 

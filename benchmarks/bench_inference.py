@@ -5,7 +5,7 @@ One command prints the table and writes the figures::
     python benchmarks/bench_inference.py [--n-map 10000] [--n-baseline 3] [--n-nuts 256] [--out benchmarks/out]
     python benchmarks/bench_inference.py --only map     # the MAP rows only
 
-* MAP: stars per second of :func:`bayesslam.fit.fit_map` (float64) on mock
+* MAP: stars per second of :func:`bayesslam.infer.fit_map` (float64) on mock
   stars (a second pass over the same stars: compilation excluded), against a
   baseline measured in the same run on a subsample: the astroslam way, one
   scikit-learn ``SVR.predict`` per pixel inside ``scipy.optimize.least_squares`` (the per-pixel SVRs are refitted at the
@@ -38,14 +38,14 @@ import numpy as np  # noqa: E402
 from scipy.optimize import least_squares  # noqa: E402
 from sklearn.svm import SVR  # noqa: E402
 
-from bayesslam.default_model import default_model_path  # noqa: E402
-from bayesslam.fit import fit_map  # noqa: E402
+from bayesslam.emulator import default_model_path  # noqa: E402
+from bayesslam.infer import fit_map  # noqa: E402
 from bayesslam.mock import ObservingSetup, make_survey  # noqa: E402
-from bayesslam.model import slam_model  # noqa: E402
-from bayesslam.modelfile import load_model  # noqa: E402
-from bayesslam.prepare import prepare_files, prepare_spectra  # noqa: E402
-from bayesslam.priors import default_prior  # noqa: E402
-from bayesslam.sample import sample_emcee, sample_nuts  # noqa: E402
+from bayesslam.infer import slam_model  # noqa: E402
+from bayesslam.emulator import load_model  # noqa: E402
+from bayesslam.preparation import prepare_files, prepare_spectra  # noqa: E402
+from bayesslam.infer import default_prior  # noqa: E402
+from bayesslam.infer import sample_emcee, sample_nuts  # noqa: E402
 
 REAL_STAR = Path("tests/data/spec-1079-52621-0509.fits")
 

@@ -7,7 +7,7 @@ One command prints every figure (and writes them to ``--out``/bench_train_batche
 
 Training set: the default model's 870 mock BOSS M dwarfs (``bayesslam.mock``,
 seed 20251126, SNR 10-100) prepared on the production window (1739 pixels),
-cached in ``build/mock-cache`` (``mock_set`` of ``scripts/build_default_model.py``).
+cached in ``build/mock-cache`` (``bayesslam.default_recipe.mock_set``).
 Both backends use the same folds (10), grid and ``tol = 1e-3``; the reference is
 ``SlamTrainer(backend="libsvm", n_jobs=--libsvm-jobs)`` (default 2).
 
@@ -54,7 +54,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -65,11 +64,10 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVR
 
-from bayesslam.batched_svr import rbf_kernel_matrix
+from bayesslam.train.batched_svr import rbf_kernel_matrix
 from bayesslam.train import BATCHED_CV_TOL, DEFAULT_CHUNK_SIZE, PRESETS, SlamTrainer, resolve_grid
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import build_default_model as build  # noqa: E402
+from bayesslam import default_recipe as build  # noqa: E402
 
 PRODUCTION_PIXELS = 1739
 BOSS_PIXELS = 4648

@@ -42,7 +42,7 @@ from sklearn.svm import SVR
 
 from bayesslam.emulator import Emulator, build_emulator, flux_grouped, flux_plain
 from bayesslam.grid import model_wavelength
-from bayesslam.modelfile import load_model, save_model
+from bayesslam.emulator import load_model, save_model
 from bayesslam.train import SlamTrainer, resolve_grid
 
 LABEL_NAMES = ("teff", "logg", "fe_h", "alpha_m")

@@ -1,4 +1,4 @@
-"""Tests of bayesslam.batched_svr against libsvm (scikit-learn's SVR) on small problems."""
+"""Tests of bayesslam.train.batched_svr against libsvm (scikit-learn's SVR) on small problems."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.svm import SVR
 
-from bayesslam.batched_svr import (
+from bayesslam.train.batched_svr import (
     BatchedSVRError,
     KernelSpectrum,
     kkt_violation,

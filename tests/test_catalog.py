@@ -11,9 +11,9 @@ from astropy.table import Table
 from toymodel import make_toy_model, simulate
 
 from bayesslam.catalog import Flag, build_catalog, describe_flags, write_catalog
-from bayesslam.domain import TrainingDomain
-from bayesslam.fit import fit_map
-from bayesslam.snr_law import PAPER_SNR_LAWS
+from bayesslam.catalog import TrainingDomain
+from bayesslam.infer import fit_map
+from bayesslam.catalog import PAPER_SNR_LAWS
 
 jax.config.update("jax_enable_x64", True)
 
@@ -53,7 +53,7 @@ def _calibration(posterior: bool = True):
 def test_calibrated_columns(tmp_path: Path):
     from scipy.stats import norm
 
-    from bayesslam.sample import sample_emcee
+    from bayesslam.infer import sample_emcee
 
     toy = make_toy_model()
     _, flux, ivar = simulate(toy, 3, snr=30, seed=4)

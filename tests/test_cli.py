@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from bayesslam.cli import main
-from bayesslam.prepare import read_prepared
+from bayesslam.preparation import read_prepared
 
 
 def test_mock_then_prepare(tmp_path: Path):
@@ -66,7 +66,7 @@ def _prepared_mock(tmp_path: Path, n: int, seed: int, window: tuple[str, str]) -
 
 
 def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
-    from bayesslam.modelfile import load_model
+    from bayesslam.emulator import load_model
 
     prepared, labels = _prepared_mock(tmp_path, 24, 5, ("8100", "8250"))
     model = tmp_path / "model.npz"
@@ -81,8 +81,8 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
 
 
 def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
-    from bayesslam.batched_training import CVRace
-    from bayesslam.modelfile import load_model
+    from bayesslam.train.batched import CVRace
+    from bayesslam.emulator import load_model
 
     prepared, labels = _prepared_mock(tmp_path, 30, 6, ("8100", "8200"))
     common = ["train", str(prepared), "--labels", str(labels), "--folds", "3"]
@@ -96,7 +96,7 @@ def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
     same = np.mean(reference.hyperparameters["C"] == batched.hyperparameters["C"])
     assert same >= 0.95
     labels = reference.training_labels[:5]
-    np.testing.assert_allclose(np.asarray(batched.emulator(labels)), np.asarray(reference.emulator(labels)), atol=1e-3)
+    np.testing.assert_allclose(batched.predict(labels), reference.predict(labels), atol=1e-3)
     assert main([*common, "-o", str(tmp_path / "x.npz"), "--cv-tol", "-1", "--backend", "batched"]) == 2
     # racing the grid points is the batched default; --no-cv-race scores every point (recorded in the model)
     assert batched.metadata["trainer"]["cv_race"] == CVRace().to_dict()

@@ -1,4 +1,4 @@
-"""Tests of bayesslam.continuum (SLAM double-smoothing normalization)."""
+"""Tests of bayesslam.preparation.continuum (SLAM double-smoothing normalization)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 from scipy.interpolate import CubicSpline, make_smoothing_spline
 
-from bayesslam.continuum import (
+from bayesslam.preparation.continuum import (
     ContinuumSettings,
     NormalizedSpectrum,
     csaps_to_scipy_lam,
@@ -361,7 +361,7 @@ def test_batch_error_names_the_row():
 
 def test_pixel_selection_rule():
     """Keep |r - Q_q(bin)| <= rsv_frac * 1.4826 * MAD(bin), bin by bin."""
-    from bayesslam.continuum import _select_continuum
+    from bayesslam.preparation.continuum import _select_continuum
 
     rng = np.random.default_rng(8)
     x = np.arange(40, dtype=float)  # 4 bins of 10 "Angstrom"
@@ -380,7 +380,7 @@ def test_pixel_selection_rule():
 
 def test_pixel_selection_matches_loop_reference_on_masked_grids():
     """The vectorized per-bin statistics equal numpy's, also where sparse bins are merged."""
-    from bayesslam.continuum import _bins, _select_continuum
+    from bayesslam.preparation.continuum import _bins, _select_continuum
 
     rng = np.random.default_rng(9)
     wave = model_wavelength()
@@ -397,7 +397,7 @@ def test_pixel_selection_matches_loop_reference_on_masked_grids():
 
 
 def test_sparse_bins_are_merged():
-    from bayesslam.continuum import _bins
+    from bayesslam.preparation.continuum import _bins
 
     x = np.array([0.0, 1.0, 2.0, 3.0, 12.0, 31.0, 32.0, 33.0, 34.0, 51.0])
     # raw bins (width 10 centred on 0, 10, ...): [0-3], [12], [31-34], [51]

@@ -106,7 +106,8 @@ def test_trained_bank_matches_svr_predict():
     labels, flux, ivar = training_set(np.random.default_rng(11))
     ivar[[2, 9], 4] = 0.0
     grid = {"C": [0.5, 4.0], "epsilon": [0.05], "gamma": list(GAMMAS)}
-    model = SlamTrainer(grid, n_folds=5, progress=False).fit(labels, flux, ivar, label_names=LABEL_NAMES)
+    model = SlamTrainer(grid, n_folds=5, progress=False).fit(labels, flux, ivar, label_names=LABEL_NAMES,
+                                                            wave=np.linspace(6000.0, 9000.0, flux.shape[1]))
     emulator = model.to_emulator()
     assert emulator.dtype == np.float64
     thetas = _thetas(labels, np.random.default_rng(1))
@@ -347,7 +348,7 @@ def test_inconsistent_arrays_are_refused(bank):
 
 def test_library_modules_do_not_import_sklearn(tmp_path, bank):
     """Inference-side modules, and loading a model, never import scikit-learn."""
-    from bayesslam.modelfile import SlamModel, TrainingSummary, save_model
+    from bayesslam.emulator import SlamModel, TrainingSummary, save_model
 
     emulator = bank[0]
     n_pix, n_train = emulator.n_pixels, emulator.n_train
@@ -370,9 +371,9 @@ def test_library_modules_do_not_import_sklearn(tmp_path, bank):
     code = textwrap.dedent(
         f"""
         import sys
-        import bayesslam.emulator, bayesslam.modelfile
+        import bayesslam.emulator, bayesslam.emulator
         assert 'sklearn' not in sys.modules, 'import'
-        model = bayesslam.modelfile.load_model({str(path)!r})
+        model = bayesslam.emulator.load_model({str(path)!r})
         model.emulator(model.training_labels[0])
         assert 'sklearn' not in sys.modules, 'load'
         """

@@ -14,9 +14,9 @@ from toymodel import make_toy_model, simulate
 
 from bayesslam.emulator import Emulator, build_emulator, least_squares_terms
 from bayesslam.errors import SpectrumValidationError
-from bayesslam.fit import FitStatus, coarse_scan, fit_map
-from bayesslam.likelihood import chi_square
-from bayesslam.priors import custom_prior
+from bayesslam.infer import FitStatus, coarse_scan, fit_map
+from bayesslam.infer import chi_square
+from bayesslam.infer import custom_prior
 
 jax.config.update("jax_enable_x64", True)
 

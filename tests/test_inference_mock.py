@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from bayesslam.calibration import LEVELS, ErrorCalibration, coverage
-from bayesslam.fit import FitStatus, fit_map
+from bayesslam.infer import FitStatus, fit_map
 from bayesslam.mock import ObservingSetup, make_survey
-from bayesslam.prepare import prepare_spectra
-from bayesslam.sample import sample_emcee, sample_nuts
+from bayesslam.preparation import prepare_spectra
+from bayesslam.infer import sample_emcee, sample_nuts
 from bayesslam.train import SlamTrainer
 
 jax.config.update("jax_enable_x64", True)

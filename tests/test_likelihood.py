@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from bayesslam.likelihood import chi_square, log_likelihood, pixel_variance
+from bayesslam.infer import chi_square, log_likelihood, pixel_variance
 
 jax.config.update("jax_enable_x64", True)
 

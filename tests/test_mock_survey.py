@@ -16,7 +16,7 @@ from bayesslam.mock import (
     noiseless_normalized,
     observe_labels,
 )
-from bayesslam.prepare import prepare_spectrum
+from bayesslam.preparation import prepare_spectrum
 from bayesslam.spectra import SpectrumBatch
 
 

@@ -1,4 +1,4 @@
-"""Tests of bayesslam.modelfile: safe, checksummed model files that refuse damage."""
+"""Tests of bayesslam.emulator: safe, checksummed model files that refuse damage."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesslam.continuum import ContinuumSettings
+from bayesslam.preparation.continuum import ContinuumSettings
 from bayesslam.errors import BayesSlamError, CorruptFileError
-from bayesslam.modelfile import (
+from bayesslam.emulator import (
     MODEL_FORMAT,
     SCHEMA_VERSION,
     ModelFileError,
@@ -108,10 +108,11 @@ def test_metadata_content(saved, trained):
     assert "training/cv_grid_mse" in meta["arrays"] and "emulator/dual_coef" in meta["arrays"]
 
 
-def test_loaded_float32(saved):
-    loaded = load_model(saved, dtype=jnp.float32)
-    assert loaded.emulator.dtype == np.float32
-    assert loaded.build_emulator(jnp.float64).dtype == np.float64
+def test_emulators_of_both_precisions(saved):
+    """The model's emulator is float64 whatever JAX's global setting; other precisions on request."""
+    loaded = load_model(saved)
+    assert loaded.emulator.dtype == np.float64
+    assert loaded.build_emulator(jnp.float32).dtype == np.float32
 
 
 @pytest.mark.parametrize("where", [0.05, 0.3, 0.5, 0.8])

@@ -1,4 +1,4 @@
-"""The lane-scheduled NUTS of bayesslam.nuts: correct draws, one run independent of its lane-mates, busy lanes."""
+"""The lane-scheduled NUTS of bayesslam.infer.nuts: correct draws, one run independent of its lane-mates, busy lanes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numpyro.infer import MCMC, NUTS
 
-from bayesslam.nuts import bucket_sizes, build_nuts_runner
+from bayesslam.infer.nuts import bucket_sizes, build_nuts_runner
 
 SCALES = np.array([1.0, 0.05, 4.0])
 

@@ -7,8 +7,8 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 
-from bayesslam.domain import TrainingDomain
-from bayesslam.priors import PriorError, TrainingDensity, box_prior, custom_prior, training_density_prior
+from bayesslam.catalog import TrainingDomain
+from bayesslam.infer import PriorError, TrainingDensity, box_prior, custom_prior, training_density_prior
 
 jax.config.update("jax_enable_x64", True)
 

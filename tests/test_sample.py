@@ -13,7 +13,7 @@ from scipy import stats
 from toymodel import make_toy_model, simulate
 
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
-from bayesslam.sample import SamplingError, sample_emcee, sample_nuts
+from bayesslam.infer import SamplingError, sample_emcee, sample_nuts
 
 jax.config.update("jax_enable_x64", True)
 

@@ -8,8 +8,9 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_predict
 from sklearn.svm import SVR
 
-from bayesslam import train
-from bayesslam.batched_training import CVRace, race_losers
+import bayesslam.train.batched as batched_training
+import bayesslam.train.trainer as trainer_module
+from bayesslam.train.batched import CVRace, race_losers
 from bayesslam.errors import BayesSlamError
 from bayesslam.train import (
     PRESETS,
@@ -47,10 +48,19 @@ def training_set(rng: np.random.Generator, n_star: int = 60, n_pix: int = 20, no
     return labels, flux, ivar
 
 
+class _Trainer(SlamTrainer):
+    """A SlamTrainer whose ``fit`` gives the spectra a synthetic wavelength grid unless one is passed."""
+
+    def fit(self, labels, flux, ivar, **kwargs):
+        if not isinstance(flux, list):
+            kwargs.setdefault("wave", np.linspace(6000.0, 9000.0, np.shape(flux)[1]))
+        return super().fit(labels, flux, ivar, **kwargs)
+
+
 def trainer(**kwargs) -> SlamTrainer:
     options = {"grid": GRID, "n_folds": 5, "progress": False, "chunk_size": 6}
     options.update(kwargs)
-    return SlamTrainer(**options)
+    return _Trainer(**options)
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +222,7 @@ def _bad_inputs():
         "flux and ivar on different grids": ((labels, flux, ivar[:, :2]), {}),
         "ragged spectra": ((labels, ragged, ivar), {}),
         "wave of another grid": ((labels, flux, ivar), {"wave": np.arange(4.0)}),
+        "no wavelength grid": ((labels, flux, ivar), {"wave": None}),
         "negative ivar": ((labels, flux, negative), {}),
         "label rows and spectra differ": ((labels[:10], flux, ivar), {}),
         "wrong number of names": ((labels, flux, ivar), {"label_names": ["teff"]}),
@@ -388,16 +399,14 @@ def test_batched_checkpoint_of_another_kernel_truncation_is_refused(data, tmp_pa
     labels, flux, ivar = data
     small = {"C": [1.0], "epsilon": [0.1], "gamma": [0.3]}
     first = trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux[:, :4], ivar[:, :4])
-    assert first.settings_["cv_rank_tol"] == train.CV_RANK_TOL
-    monkeypatch.setattr(train, "CV_RANK_TOL", train.CV_RANK_TOL / 10)
+    assert first.settings_["cv_rank_tol"] == batched_training.CV_RANK_TOL
+    monkeypatch.setattr(trainer_module, "CV_RANK_TOL", batched_training.CV_RANK_TOL / 10)
     with pytest.raises(CheckpointError, match="different settings"):
         trainer(grid=small, backend="batched", checkpoint_dir=tmp_path).fit(labels, flux[:, :4], ivar[:, :4])
 
 
 def test_tight_cv_tolerance_is_solved_in_float64(data, monkeypatch):
     """float32 iterates cannot certify libsvm's 1e-3 at large C: tight CV tolerances switch to float64."""
-    import bayesslam.batched_training as batched_training
-
     seen = []
     solve = batched_training.solve_svr_batch
 
@@ -467,7 +476,7 @@ def test_race_keeps_the_choice_of_the_full_grid(data, full_grid_10_folds):
 def test_reckless_race_changes_the_choice(data, full_grid_10_folds, monkeypatch):
     """Negative control: a race that keeps only the leader after two folds does not choose as the full grid."""
     labels, flux, ivar = data
-    monkeypatch.setattr(train, "CVRace", lambda **_: CVRace(min_folds=2, margin=0.0, z=0.0))
+    monkeypatch.setattr(trainer_module, "CVRace", lambda **_: CVRace(min_folds=2, margin=0.0, z=0.0))
     reckless = trainer(backend="batched", n_folds=10).fit(labels, flux, ivar)
     full = full_grid_10_folds
     trained = full.pixel_trained_

@@ -1,4 +1,4 @@
-"""Reading and writing spectra: readers chosen from a file's content, and writers of real layouts.
+"""The read stage: spectra (readers chosen from a file's content), writers of real layouts, label tables.
 
 Registered readers, asked in this order:
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bayesslam.errors import UnknownFormatError
+from bayesslam.io.labels import LabelTableError, read_label_table
 from bayesslam.io.lamost import identify_lamost, read_lamost
 from bayesslam.io.registry import (
     Reader,
@@ -31,7 +32,9 @@ from bayesslam.io.table import identify_table, read_table
 from bayesslam.spectra import Spectrum
 
 __all__ = [
+    "LabelTableError",
     "Reader",
+    "read_label_table",
     "register_reader",
     "registered_readers",
     "identify_format",

@@ -29,6 +29,7 @@ from bayesslam.mock.population import (
     draw_labels,
     make_labels,
 )
+from bayesslam.mock.sets import MockSet, mock_set, prepare_mock
 from bayesslam.mock.survey import (
     default_template_model,
     generate_survey_files,
@@ -69,4 +70,7 @@ __all__ = [
     "noiseless_normalized",
     "write_survey",
     "generate_survey_files",
+    "MockSet",
+    "mock_set",
+    "prepare_mock",
 ]

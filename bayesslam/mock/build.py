@@ -28,7 +28,6 @@ import astropy
 import numpy as np
 import scipy
 
-from bayesslam.continuum import ContinuumSettings
 from bayesslam.grid import boss_wavelength
 from bayesslam.mock.errors import TemplateModelError
 from bayesslam.mock.relations import PECAUT_MAMAJEK_TEFF, PECAUT_MAMAJEK_VERSION
@@ -50,6 +49,7 @@ from bayesslam.mock.templates import (
     read_template,
     select_templates,
 )
+from bayesslam.preparation.continuum import ContinuumSettings
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -330,7 +330,7 @@ def build_from_folder(
         "selection": asdict(selection),
         "window": [float(x) for x in window],
         "continuum_settings": ContinuumSettings().to_dict(),
-        "resampling": "bayesslam.resample.rebin (pixel overlap) onto BOSS pixels and sub-pixels",
+        "resampling": "bayesslam.preparation.resample.rebin (pixel overlap) onto BOSS pixels and sub-pixels",
         "versions": {
             "numpy": np.__version__, "scipy": scipy.__version__, "astropy": astropy.__version__,
             "python": platform.python_version(),

@@ -9,7 +9,11 @@ import numpy as np
 from bayesslam.grid import PRODUCTION_WINDOW
 from bayesslam.mock.observe import ObservingSetup
 from bayesslam.mock.population import make_labels
-from bayesslam.mock.survey import default_template_model, noiseless_normalized, observe_labels
+from bayesslam.mock.survey import (
+    default_template_model,
+    noiseless_normalized,
+    observe_labels,
+)
 from bayesslam.mock.template_model import TemplateModel
 
 __all__ = ["plot_mock_vs_templates"]
@@ -48,7 +52,7 @@ def plot_mock_vs_templates(path: str | Path, model: TemplateModel | None = None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bayesslam.prepare import prepare_spectrum
+    from bayesslam.preparation import prepare_spectrum
 
     model = model or default_template_model()
     names = list(model.meta["train_names"])

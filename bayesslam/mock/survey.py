@@ -32,7 +32,6 @@ from typing import Any, Iterator
 import numpy as np
 from astropy.table import Table, vstack
 
-from bayesslam.continuum import ContinuumSettings, normalize
 from bayesslam.errors import SpectrumValidationError, UnknownFormatError
 from bayesslam.grid import BOSS_DLOGLAM, BOSS_LOGLAM0, model_wavelength
 from bayesslam.io import write_spectrum
@@ -56,7 +55,8 @@ from bayesslam.mock.population import (
     draw_teff_fe_h,
 )
 from bayesslam.mock.template_model import TemplateModel, load_template_model
-from bayesslam.resample import rebin
+from bayesslam.preparation.continuum import ContinuumSettings, normalize
+from bayesslam.preparation.resample import rebin
 from bayesslam.spectra import SpectrumBatch, SpectrumMeta
 from bayesslam.wavelength import SPEED_OF_LIGHT_KMS
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from bayesslam.continuum import normalize
 from bayesslam.errors import CorruptFileError
 from bayesslam.mock.relations import spectral_type_to_teff
-from bayesslam.resample import rebin
+from bayesslam.preparation.continuum import normalize
+from bayesslam.preparation.resample import rebin
 
 __all__ = [
     "TemplateInfo",
@@ -224,10 +224,10 @@ def prepare_template(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Put a template on the model grids and split it into normalized flux and continuum.
 
-    The template is rebinned by pixel overlap (:func:`bayesslam.resample.rebin`)
+    The template is rebinned by pixel overlap (:func:`bayesslam.preparation.resample.rebin`)
     onto the BOSS pixels ``boss_wave`` and onto their sub-pixels
     ``fine_wave``; the SLAM pseudo-continuum is fitted with the package's
-    production normalization (:func:`bayesslam.continuum.normalize`) on the
+    production normalization (:func:`bayesslam.preparation.continuum.normalize`) on the
     BOSS pixels, where its smoothing parameters mean what they mean in
     production, and interpolated (it is smooth) onto the sub-pixels.
 

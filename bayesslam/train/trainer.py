@@ -61,9 +61,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -71,477 +69,45 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn import __version__ as _sklearn_version
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import KFold
-from sklearn.svm import SVR
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from bayesslam.batched_training import CV_RANK_TOL, CVRace, KernelCache, cv_fold_scores, final_fits
-from bayesslam.emulator import Emulator, build_emulator
-from bayesslam.errors import BayesSlamError
-from bayesslam.modelfile import SlamModel, TrainingSummary, library_versions, utc_now
-
-__all__ = [
-    "PRESETS",
-    "DEFAULT_LABEL_UNITS",
-    "TrainingDataError",
-    "TrainerSettingsError",
-    "CheckpointError",
-    "SlamTrainer",
-    "resolve_grid",
-    "standardize",
-    "assign_folds",
-    "training_set_hash",
-    "rbf_kernel",
-]
-
-logger = logging.getLogger(__name__)
-
-#: Hyperparameter grids by name.
-#:
-#: ``"paper"`` is astroslam's default grid (Zhang et al. 2020; Qiu et al. 2025):
-#: 11 x 4 x 5 = 220 points, 176 distinct ones with 4 labels.
-#: ``"fast"`` (8 points) keeps the middle of the paper's grid: C in {0.5, 2}
-#: (2^-1 and 2^1, the centre of the paper's 2^-5..2^5 range; large C costs
-#: libsvm several times more and rarely wins on noisy standardized fluxes),
-#: epsilon in {0.05, 0.1} (the paper's two central tube widths) and gamma at
-#: both ends of the paper's gamma range, 0.2 and 0.5 (smooth vs. sharp label
-#: dependence). On synthetic M-dwarf-like spectra its best CV MSE is within
-#: ~1% of the paper grid's at ~1/20 of the cost (docs/training.md;
-#: ``benchmarks/bench_train_emulator.py --compare-paper`` measures it).
-PRESETS: dict[str, dict[str, list[Any]]] = {
-    "paper": {
-        "C": [2.0**k for k in range(-5, 6)],
-        "epsilon": [0.01, 0.05, 0.1, 0.15],
-        "gamma": ["auto", 0.2, 0.25, 0.3, 0.5],
-    },
-    "fast": {
-        "C": [0.5, 2.0],
-        "epsilon": [0.05, 0.1],
-        "gamma": [0.2, 0.5],
-    },
-}
-
-#: Units assumed for the default label names when none are given.
-DEFAULT_LABEL_UNITS: dict[str, str] = {"teff": "K", "logg": "dex", "fe_h": "dex", "alpha_m": "dex"}
-
-#: Trainer backends: scikit-learn/libsvm (one QP at a time, the reference) and the batched solver.
-BACKENDS: tuple[str, ...] = ("libsvm", "batched")
-#: Default chunk size per backend (pixels per task and checkpoint file).
-DEFAULT_CHUNK_SIZE: dict[str, int] = {"libsvm": 32, "batched": 256}
-#: Default tolerance of the batched backend's cross-validation solves.
-BATCHED_CV_TOL: float = 3e-2
-#: The batched backend solves the final fits to ``tol`` times this: its models are then the exact
-#: SVRs (to ~1e-5 in standardized flux), and differ from libsvm's by libsvm's own inexactness.
-BATCHED_FINAL_TOL_FACTOR: float = 1e-2
-#: ADMM iteration limit of the batched backend when ``max_iter=-1``.
-BATCHED_MAX_ITER: int = 20000
-
-_CHECKPOINT_FORMAT = "bayesslam.slam-checkpoint"
-_CHECKPOINT_VERSION = 1
-_GRID_KEYS = ("C", "epsilon", "gamma")
-
-
-class TrainingDataError(BayesSlamError, ValueError):
-    """The training labels or spectra cannot be trained on (NaN labels, shapes, too few stars...)."""
-
-
-class TrainerSettingsError(BayesSlamError, ValueError):
-    """A :class:`SlamTrainer` setting is invalid (grid, number of folds, chunk size...)."""
-
-
-class CheckpointError(BayesSlamError, ValueError):
-    """A checkpoint directory belongs to another training set or other settings, or cannot be read."""
-
-
-def resolve_grid(grid: str | Mapping[str, Sequence[Any]], n_labels: int) -> np.ndarray:
-    """Turn a preset name or a grid mapping into the list of grid points.
-
-    Parameters
-    ----------
-    grid : str or Mapping
-        A key of :data:`PRESETS`, or a mapping with exactly the keys ``"C"``,
-        ``"epsilon"`` and ``"gamma"``, each a non-empty sequence of positive
-        numbers (``gamma`` may also hold ``"auto"`` = ``1 / n_labels``).
-    n_labels : int
-        Number of labels (resolves ``"auto"``).
-
-    Returns
-    -------
-    numpy.ndarray, shape (n_grid, 3)
-        Columns C, epsilon, gamma, in ``sklearn.model_selection.ParameterGrid``
-        order (C slowest, gamma fastest), duplicates removed (first kept).
-
-    Raises
-    ------
-    TrainerSettingsError
-        If the grid is unknown or malformed.
-    """
-    if isinstance(grid, str):
-        if grid not in PRESETS:
-            raise TrainerSettingsError(
-                f"unknown grid preset {grid!r}; choose one of {sorted(PRESETS)} or pass a dict"
-            )
-        grid = PRESETS[grid]
-    if not isinstance(grid, Mapping) or set(grid) != set(_GRID_KEYS):
-        keys = sorted(grid) if isinstance(grid, Mapping) else type(grid).__name__
-        raise TrainerSettingsError(f"a grid needs exactly the keys {list(_GRID_KEYS)}, got {keys}")
-    values: dict[str, list[float]] = {}
-    for key in _GRID_KEYS:
-        raw = grid[key]
-        if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or len(raw) == 0:
-            raise TrainerSettingsError(f"grid[{key!r}] must be a non-empty list, got {raw!r}")
-        resolved = []
-        for value in raw:
-            if key == "gamma" and isinstance(value, str):
-                if value != "auto":
-                    raise TrainerSettingsError(f"gamma {value!r} not understood; use 'auto' or a positive number")
-                value = 1.0 / n_labels
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise TrainerSettingsError(f"grid[{key!r}] holds {value!r}; use positive numbers")
-            value = float(value)
-            if not (np.isfinite(value) and value > 0):
-                raise TrainerSettingsError(f"grid[{key!r}] holds {value!r}; use positive numbers")
-            resolved.append(value)
-        values[key] = resolved
-    points: list[tuple[float, float, float]] = []
-    for c in values["C"]:
-        for eps in values["epsilon"]:
-            for gamma in values["gamma"]:
-                if (c, eps, gamma) not in points:
-                    points.append((c, eps, gamma))
-    return np.array(points, dtype=np.float64)
-
-
-def standardize(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standardize to mean 0, variance 1 (population standard deviation) along ``axis``.
-
-    Returns
-    -------
-    standardized, mean, scale : numpy.ndarray
-        ``standardized = (values - mean) / scale``.
-    """
-    mean = values.mean(axis=axis)
-    scale = values.std(axis=axis)
-    return (values - np.expand_dims(mean, axis)) / np.expand_dims(scale, axis), mean, scale
-
-
-def assign_folds(n_star: int, n_folds: int, random_state: int | None) -> np.ndarray:
-    """Fold index of each star, from ``KFold(n_folds, shuffle=True, random_state)``.
-
-    Returns
-    -------
-    numpy.ndarray of int, shape (n_star,)
-    """
-    fold = np.empty(n_star, dtype=np.int64)
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
-    for index, (_, test) in enumerate(splitter.split(np.zeros((n_star, 1)))):
-        fold[test] = index
-    return fold
-
-
-def training_set_hash(labels: np.ndarray, flux: np.ndarray, ivar: np.ndarray) -> str:
-    """Hex sha256 of a training set (labels, flux, ivar as float64, with shapes)."""
-    digest = hashlib.sha256(b"bayesslam-training-set-v1\0")
-    for array in (labels, flux, ivar):
-        array = np.ascontiguousarray(array, dtype="<f8")
-        digest.update(json.dumps(list(array.shape)).encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
-    """RBF kernel matrix ``exp(-gamma ||a_i - b_k||^2)``, shape (len(a), len(b))."""
-    diff = a[:, None, :] - b[None, :, :]
-    return np.exp(-gamma * np.einsum("ikl,ikl->ik", diff, diff))
-
-
-def _pixel_standardization(flux: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel mean and scale over usable stars, and the standardized flux (0 where unusable)."""
-    count = usable.sum(axis=0)
-    safe = np.where(usable, flux, 0.0)
-    mean = np.divide(safe.sum(axis=0), count, out=np.ones(flux.shape[1]), where=count > 0)
-    centred = np.where(usable, flux - mean, 0.0)
-    var = np.divide((centred**2).sum(axis=0), count, out=np.zeros(flux.shape[1]), where=count > 0)
-    scale = np.sqrt(var)
-    scale = np.where(scale > 0, scale, 1.0)
-    return np.where(usable, centred / scale, 0.0), mean, scale
-
-
-def _cv_libsvm(
-    x: np.ndarray,
-    y: np.ndarray,
-    usable: np.ndarray,
-    fold: np.ndarray,
-    grid: np.ndarray,
-    pixels: np.ndarray,
-    svr_options: Mapping[str, Any],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out MSE per (pixel, grid point, fold) and out-of-fold predictions with libsvm."""
-    n_star, n_chunk = y.shape
-    n_grid = grid.shape[0]
-    n_folds = int(fold.max()) + 1
-    fold_mse = np.full((n_chunk, n_grid, n_folds), np.nan)
-    oof = np.full((n_chunk, n_grid, n_star), np.nan)
-    for gamma in np.unique(grid[:, 2]):
-        points = np.flatnonzero(grid[:, 2] == gamma)
-        for f in range(n_folds):
-            train_idx = np.flatnonzero(fold != f)
-            test_idx = np.flatnonzero(fold == f)
-            kernel_train = rbf_kernel(x[train_idx], x[train_idx], gamma)
-            kernel_test = rbf_kernel(x[test_idx], x[train_idx], gamma)
-            for p in pixels:
-                use_train = usable[train_idx, p]
-                use_test = usable[test_idx, p]
-                if use_train.all():
-                    k_train, k_test, y_train = kernel_train, kernel_test, y[train_idx, p]
-                else:
-                    k_train = kernel_train[np.ix_(use_train, use_train)]
-                    k_test = kernel_test[:, use_train]
-                    y_train = y[train_idx[use_train], p]
-                y_test = y[test_idx[use_test], p]
-                for k in points:
-                    svr = SVR(kernel="precomputed", C=grid[k, 0], epsilon=grid[k, 1], **svr_options)
-                    svr.fit(k_train, y_train)
-                    pred = k_test[:, svr.support_] @ svr.dual_coef_[0] + svr.intercept_[0]
-                    oof[p, k, test_idx] = pred
-                    if use_test.any():
-                        fold_mse[p, k, f] = np.mean((pred[use_test] - y_test) ** 2)
-    return fold_mse, oof
-
-
-def _final_libsvm(
-    x: np.ndarray,
-    y: np.ndarray,
-    usable: np.ndarray,
-    hyper: np.ndarray,
-    pixels: np.ndarray,
-    svr_options: Mapping[str, Any],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Final ``SVR(kernel="rbf")`` fits of each pixel at its (C, epsilon, gamma) on all its usable stars."""
-    n_star, n_chunk = y.shape
-    dual = np.zeros((n_chunk, n_star))
-    intercept = np.zeros(n_chunk)
-    for p in pixels:
-        used = np.flatnonzero(usable[:, p])
-        svr = SVR(kernel="rbf", C=hyper[p, 0], epsilon=hyper[p, 1], gamma=hyper[p, 2], **svr_options)
-        svr.fit(x[used], y[used, p])
-        dual[p, used[svr.support_]] = svr.dual_coef_[0]
-        intercept[p] = svr.intercept_[0]
-    return dual, intercept
-
-
-def _train_chunk(
-    x: np.ndarray,
-    flux: np.ndarray,
-    ivar: np.ndarray,
-    fold: np.ndarray,
-    grid: np.ndarray,
-    settings: Mapping[str, Any],
-    cache: KernelCache | None = None,
-    step_callback: Callable[[], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Cross-validate and refit the SVRs of a chunk of pixels.
-
-    Parameters
-    ----------
-    x : numpy.ndarray, shape (n_star, n_label)
-        Standardized labels.
-    flux, ivar : numpy.ndarray, shape (n_star, n_chunk)
-        Normalized flux and ivar of the chunk's pixels.
-    fold : numpy.ndarray of int, shape (n_star,)
-        Fold of each star.
-    grid : numpy.ndarray, shape (n_grid, 3)
-        C, epsilon, gamma of each grid point.
-    settings : Mapping
-        ``backend``, ``n_folds``, ``tol``, ``cv_tol``, ``cv_rank_tol``, ``cv_race``, ``cache_size``,
-        ``shrinking``, ``max_iter``, ``min_stars``.
-    cache : KernelCache, optional
-        Kernel eigendecompositions shared by the chunks (batched backend).
-    step_callback : callable, optional
-        Progress callback of the batched backend (once per fold and gamma).
-
-    Returns
-    -------
-    dict of numpy.ndarray
-        The chunk's results (see :meth:`SlamTrainer.fit`).
-    """
-    n_star, n_chunk = flux.shape
-    n_folds = int(settings["n_folds"])
-    usable = ivar > 0
-    y, mean, scale = _pixel_standardization(flux, usable)
-    n_used = usable.sum(axis=0)
-    trained = n_used >= int(settings["min_stars"])
-    for f in range(n_folds):
-        trained &= usable[fold != f].sum(axis=0) >= 2
-    pixels = np.flatnonzero(trained)
-    batched = settings["backend"] == "batched"
-    if batched:
-        batched_max_iter = int(settings["max_iter"]) if settings["max_iter"] > 0 else BATCHED_MAX_ITER
-        cache = cache if cache is not None else KernelCache(x, fold, rank_tol=settings["cv_rank_tol"])
-        race = None if settings["cv_race"] is None else CVRace(**settings["cv_race"])
-        fold_mse, oof, dropped, _ = cv_fold_scores(y, usable, fold, grid, pixels, cache, tol=settings["cv_tol"],
-                                                   max_iter=batched_max_iter, race=race,
-                                                   step_callback=step_callback)
-    else:
-        svr_options = {key: settings[key] for key in ("tol", "cache_size", "shrinking", "max_iter")}
-        fold_mse, oof = _cv_libsvm(x, y, usable, fold, grid, pixels, {**svr_options, "tol": settings["cv_tol"]})
-        dropped = np.zeros(fold_mse.shape[:2], dtype=bool)
-
-    scored = np.isfinite(fold_mse)
-    n_scored = scored.sum(axis=2)
-    cv_grid_mse = np.divide(
-        np.where(scored, fold_mse, 0.0).sum(axis=2),
-        n_scored,
-        out=np.full(n_scored.shape, np.nan),
-        where=(n_scored > 0) & ~dropped,
-    )
-    best = np.full(n_chunk, -1, dtype=np.int64)
-    best[pixels] = np.argmin(np.where(np.isfinite(cv_grid_mse[pixels]), cv_grid_mse[pixels], np.inf), axis=1)
-    hyper = np.full((n_chunk, 3), np.nan)
-    hyper[pixels] = grid[best[pixels]]
-    cv_mse = np.full(n_chunk, np.nan)
-    cv_mse[pixels] = cv_grid_mse[pixels, best[pixels]]
-    if batched:
-        dual, intercept, _ = final_fits(y, usable, hyper[:, 0], hyper[:, 1], hyper[:, 2], pixels, cache,
-                                        tol=BATCHED_FINAL_TOL_FACTOR * settings["tol"], max_iter=batched_max_iter)
-    else:
-        dual, intercept = _final_libsvm(x, y, usable, hyper, pixels, svr_options)
-    oof_flux = np.full((n_star, n_chunk), np.nan)
-    model_variance = np.full(n_chunk, np.inf)
-    for p in pixels:
-        used = usable[:, p]
-        chosen = oof[p, best[p]].astype(np.float64)
-        model_variance[p] = scale[p] ** 2 * np.mean((chosen[used] - y[used, p]) ** 2)
-        oof_flux[:, p] = mean[p] + scale[p] * chosen
-    return {
-        "trained": trained,
-        "n_used": n_used.astype(np.int64),
-        "flux_mean": mean,
-        "flux_scale": scale,
-        "best_index": best,
-        "C": hyper[:, 0],
-        "epsilon": hyper[:, 1],
-        "gamma": hyper[:, 2],
-        "cv_mse": cv_mse,
-        "cv_grid_mse": cv_grid_mse,
-        "dual_coef": dual,
-        "intercept": intercept,
-        "model_variance": model_variance,
-        "oof_flux": oof_flux,
-    }
-
-
-_CHUNK_ARRAYS = (
-    "trained",
-    "n_used",
-    "flux_mean",
-    "flux_scale",
-    "best_index",
-    "C",
-    "epsilon",
-    "gamma",
-    "cv_mse",
-    "cv_grid_mse",
-    "dual_coef",
-    "intercept",
-    "model_variance",
-    "oof_flux",
+from bayesslam._precision import in_float64
+from bayesslam.emulator import (
+    Emulator,
+    SlamModel,
+    TrainingSummary,
+    build_emulator,
+    library_versions,
+    utc_now,
+)
+from bayesslam.train.batched import CV_RANK_TOL, CVRace, KernelCache
+from bayesslam.train.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    training_set_hash,
+)
+from bayesslam.train.chunk import (
+    CHUNK_ARRAYS,
+    assign_folds,
+    indexed_chunk,
+    standardize,
+    train_chunk,
+)
+from bayesslam.train.settings import (
+    BACKENDS,
+    BATCHED_CV_TOL,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_LABEL_UNITS,
+    TrainerSettingsError,
+    TrainingDataError,
+    resolve_grid,
 )
 
+__all__ = ["SlamTrainer"]
 
-class _Checkpoint:
-    """A directory of finished pixel chunks, tied to one training set and settings by a key."""
-
-    def __init__(self, directory: Path, key: str, manifest: Mapping[str, Any]) -> None:
-        self.directory = directory
-        self.key = key
-        self.manifest = dict(manifest)
-
-    def open(self) -> None:
-        """Create the directory and manifest, or check an existing manifest matches."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / "manifest.json"
-        if path.exists():
-            try:
-                existing = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise CheckpointError(
-                    f"{path}: unreadable checkpoint manifest ({exc}); delete {self.directory} to start afresh"
-                ) from exc
-            if existing.get("key") != self.key:
-                what = []
-                if existing.get("training_set_sha256") != self.manifest["training_set_sha256"]:
-                    what.append("a different training set")
-                if existing.get("settings") != self.manifest["settings"]:
-                    what.append("different settings")
-                if existing.get("chunk_size") != self.manifest["chunk_size"]:
-                    what.append("a different chunk size")
-                raise CheckpointError(
-                    f"{self.directory} holds the checkpoint of {' and '.join(what) or 'another training'}; "
-                    "use a new checkpoint_dir, or delete this one to start afresh"
-                )
-            return
-        stray = sorted(self.directory.glob("chunk-*.npz"))
-        if stray:
-            raise CheckpointError(
-                f"{self.directory} holds chunk files but no manifest; delete them or use a new checkpoint_dir"
-            )
-        _atomic_write(path, json.dumps({**self.manifest, "key": self.key}, indent=1, sort_keys=True).encode())
-
-    def chunk_path(self, index: int) -> Path:
-        return self.directory / f"chunk-{index:05d}.npz"
-
-    def load(self, index: int, start: int, stop: int) -> dict[str, np.ndarray] | None:
-        """Read a finished chunk, or ``None`` if it is absent or unreadable (then it is retrained)."""
-        path = self.chunk_path(index)
-        if not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                data = {name: archive[name] for name in archive.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            logger.warning("checkpoint chunk %s unreadable (%s); training it again", path, exc)
-            return None
-        if data.get("key") is None or data["key"].tobytes().decode("ascii", "replace") != self.key:
-            raise CheckpointError(f"{path} belongs to another training; delete {self.directory} to start afresh")
-        if int(data.get("start", -1)) != start or int(data.get("stop", -1)) != stop:
-            raise CheckpointError(f"{path} covers other pixels; delete {self.directory} to start afresh")
-        if any(name not in data for name in _CHUNK_ARRAYS):
-            logger.warning("checkpoint chunk %s incomplete; training it again", path)
-            return None
-        return {name: data[name] for name in _CHUNK_ARRAYS}
-
-    def save(self, index: int, start: int, stop: int, result: Mapping[str, np.ndarray]) -> None:
-        """Write a finished chunk atomically."""
-        payload = {name: np.asarray(result[name]) for name in _CHUNK_ARRAYS}
-        payload["key"] = np.frombuffer(self.key.encode("ascii"), dtype=np.uint8)
-        payload["start"] = np.array(start)
-        payload["stop"] = np.array(stop)
-        path = self.chunk_path(index)
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **payload)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+logger = logging.getLogger(__name__)
 
 
 def _as_2d_float(name: str, value: Any) -> np.ndarray:
@@ -550,7 +116,7 @@ def _as_2d_float(name: str, value: Any) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise TrainingDataError(
             f"{name} cannot be read as one numeric array ({exc}); spectra must share one wavelength grid "
-            "(resample them with bayesslam.prepare first)"
+            "(resample them with bayesslam.preparation.prepare first)"
         ) from exc
     if array.ndim != 2:
         raise TrainingDataError(f"{name} must be 2-D (n_star, ...), got shape {array.shape}")
@@ -573,7 +139,7 @@ class SlamTrainer(BaseEstimator):
     backend : {"libsvm", "batched"}, default "libsvm"
         ``"libsvm"``: scikit-learn's ``SVR`` (libsvm), one problem at a time,
         parallel over chunks of pixels (the reference). ``"batched"``: the
-        solver of :mod:`bayesslam.batched_svr`, all pixels of a chunk together
+        solver of :mod:`bayesslam.train.batched_svr`, all pixels of a chunk together
         per (gamma, fold) with libsvm's stopping rule (the final fits at
         ``tol / 100``, so that they are the exact SVRs), in JAX
         (multithreaded, and on a GPU when JAX has one; ``n_jobs`` is
@@ -590,7 +156,7 @@ class SlamTrainer(BaseEstimator):
         (``docs/training.md``); set it to ``tol`` to cross-validate at
         libsvm's tolerance.
     cv_race : bool or None, default None
-        Race the grid points through the folds (:class:`~bayesslam.batched_training.CVRace`):
+        Race the grid points through the folds (:class:`~bayesslam.train.batched.CVRace`):
         after the third fold, a pixel's point whose partial CV MSE exceeds its
         best point's by more than 2% and 3 standard errors of the paired
         fold differences is not scored on the remaining folds; the choice is
@@ -624,7 +190,7 @@ class SlamTrainer(BaseEstimator):
     ----------
     label_names_, label_units_ : tuple of str
     wave_ : numpy.ndarray, shape (n_pix,)
-        Wavelength grid (pixel indices if none was given).
+        Wavelength grid of the training spectra.
     training_labels_ : numpy.ndarray, shape (n_star, n_label)
         Training labels (physical units).
     label_mean_, label_scale_ : numpy.ndarray, shape (n_label,)
@@ -809,7 +375,10 @@ class SlamTrainer(BaseEstimator):
         if len(label_units) != n_label:
             raise TrainingDataError(f"need {n_label} label units, got {list(label_units)}")
         if wave is None:
-            wave = np.arange(n_pix, dtype=np.float64)
+            raise TrainingDataError(
+                "the spectra's wavelength grid is required (wave=..., vacuum Angstrom): a model records the grid "
+                "it was trained on, so that spectra on another grid are refused"
+            )
         wave = np.asarray(wave, dtype=np.float64)
         if wave.shape != (n_pix,):
             raise TrainingDataError(f"wave has shape {wave.shape} but the spectra have {n_pix} pixels")
@@ -836,6 +405,7 @@ class SlamTrainer(BaseEstimator):
             "scikit-learn": _sklearn_version,
         }
 
+    @in_float64
     def fit(
         self,
         labels: Any,
@@ -859,8 +429,8 @@ class SlamTrainer(BaseEstimator):
         label_names, label_units : sequence of str, optional
             Label names (default ``label_0...``) and units (default from
             :data:`DEFAULT_LABEL_UNITS`, else empty).
-        wave : array_like, shape (n_pix,), optional
-            The wavelength grid (vacuum Angstrom).
+        wave : array_like, shape (n_pix,)
+            The wavelength grid of the spectra (vacuum Angstrom); required.
         callback : callable, optional
             ``callback(n_chunks_done, n_chunks)`` after each finished chunk
             (after it is checkpointed). An exception raised by it stops the
@@ -905,8 +475,8 @@ class SlamTrainer(BaseEstimator):
         checkpoint = None
         if self.checkpoint_dir is not None:
             manifest = {
-                "format": _CHECKPOINT_FORMAT,
-                "version": _CHECKPOINT_VERSION,
+                "format": CHECKPOINT_FORMAT,
+                "version": CHECKPOINT_VERSION,
                 "training_set_sha256": training_hash,
                 "settings": settings,
                 "chunk_size": chunk_size,
@@ -916,7 +486,7 @@ class SlamTrainer(BaseEstimator):
             key = hashlib.sha256(
                 json.dumps({k: manifest[k] for k in sorted(manifest)}, sort_keys=True).encode()
             ).hexdigest()
-            checkpoint = _Checkpoint(Path(self.checkpoint_dir), key, manifest)
+            checkpoint = Checkpoint(Path(self.checkpoint_dir), key, manifest)
             checkpoint.open()
             for index, (start, stop) in enumerate(bounds):
                 chunk = checkpoint.load(index, start, stop)
@@ -946,14 +516,14 @@ class SlamTrainer(BaseEstimator):
             with bar:
                 for index in todo:
                     lo, hi = bounds[index]
-                    finish(index, _train_chunk(x, flux[:, lo:hi], ivar[:, lo:hi], fold, grid, worker_settings,
+                    finish(index, train_chunk(x, flux[:, lo:hi], ivar[:, lo:hi], fold, grid, worker_settings,
                                                cache=cache, step_callback=lambda: bar.update(1)))
         else:
             bar = tqdm(total=n_pix, initial=done_pixels, unit="px", desc="SLAM training", disable=not self.progress)
             with bar:
                 if todo:
                     tasks = (
-                        delayed(_indexed_chunk)(
+                        delayed(indexed_chunk)(
                             index, x, flux[:, bounds[index][0] : bounds[index][1]],
                             ivar[:, bounds[index][0] : bounds[index][1]], fold, grid, worker_settings,
                         )
@@ -965,7 +535,7 @@ class SlamTrainer(BaseEstimator):
 
         merged = {
             name: np.concatenate([results[i][name] for i in range(len(bounds))], axis=1 if name == "oof_flux" else 0)
-            for name in _CHUNK_ARRAYS
+            for name in CHUNK_ARRAYS
         }
         logger.info("trained %d pixels in %.1f s", n_pix, time.perf_counter() - start_time)
         trained = merged["trained"].astype(bool)
@@ -1018,7 +588,7 @@ class SlamTrainer(BaseEstimator):
         label_units: Sequence[str] | None = None,
         callback: Callable[[int, int], None] | None = None,
     ) -> "SlamTrainer":
-        """Train on a :class:`bayesslam.prepare.PreparedSpectra` (keeps its normalization settings).
+        """Train on a :class:`bayesslam.preparation.prepare.PreparedSpectra` (keeps its normalization settings).
 
         Parameters
         ----------
@@ -1047,17 +617,35 @@ class SlamTrainer(BaseEstimator):
         self.normalization_ = dict(prepared.settings)
         return self
 
-    def to_emulator(self, dtype: Any = None) -> Emulator:
+    @in_float64
+    def to_emulator(self, dtype: Any = np.float64) -> Emulator:
         """The trained bank as a JAX :class:`~bayesslam.emulator.Emulator`.
 
         Parameters
         ----------
         dtype : dtype, optional
-            Floating dtype (default: JAX's default float).
+            Floating dtype (default float64).
         """
         check_is_fitted(self, "dual_coef_")
         return build_emulator(**self._emulator_arrays(), label_names=self.label_names_,
                               label_units=self.label_units_, dtype=dtype)
+
+    @in_float64
+    def predict(self, labels: Any) -> np.ndarray:
+        """Normalized spectra at ``labels``, as the trained SVRs predict them (computed in float64).
+
+        Parameters
+        ----------
+        labels : array_like, shape (n_label,) or (n_star, n_label)
+            Labels in physical units, in the order of ``label_names_``.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_pix,) or (n_star, n_pix)
+            Normalized flux (the pixels' mean flux on untrained pixels).
+        """
+        check_is_fitted(self, "dual_coef_")
+        return np.asarray(self.to_emulator()(np.asarray(labels, dtype=np.float64)))
 
     def _emulator_arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -1138,7 +726,3 @@ class SlamTrainer(BaseEstimator):
             n_used=self.n_used_,
         )
         return SlamModel(emulator_arrays=self._emulator_arrays(), training=training, metadata=metadata)
-
-
-def _indexed_chunk(index: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
-    return index, _train_chunk(*args)

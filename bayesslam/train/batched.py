@@ -3,7 +3,7 @@
 This is the ``backend="batched"`` of :class:`bayesslam.train.SlamTrainer`:
 the same problems as the scikit-learn/libsvm backend (the same folds, grid,
 scores, tie-breaking and final refits), solved for many pixels at once by
-:func:`bayesslam.batched_svr.solve_svr_batch`.
+:func:`bayesslam.train.batched_svr.solve_svr_batch`.
 
 For one ``gamma`` and one fold every pixel shares the training kernel, so its
 eigendecomposition is computed once (:class:`KernelCache`) and reused by
@@ -22,7 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayesslam.batched_svr import KernelSpectrum, rbf_kernel_matrix, solve_svr_batch
+from bayesslam.train.batched_svr import (
+    KernelSpectrum,
+    rbf_kernel_matrix,
+    solve_svr_batch,
+)
 
 __all__ = ["CVRace", "KernelCache", "cv_fold_scores", "final_fits", "race_losers"]
 
@@ -169,7 +173,7 @@ def cv_fold_scores(
 
     Fold by fold, for each gamma, every (C, epsilon) of that gamma and every
     pixel still in the race is one column of a single
-    :func:`~bayesslam.batched_svr.solve_svr_batch` call on the fold's
+    :func:`~bayesslam.train.batched_svr.solve_svr_batch` call on the fold's
     training kernel.
 
     Parameters
@@ -184,7 +188,7 @@ def cv_fold_scores(
         The chunk's pixels (columns) to score; the others stay NaN.
     cache : KernelCache
     tol, max_iter, dtype
-        Solver settings (:func:`~bayesslam.batched_svr.solve_svr_batch`); ``dtype``
+        Solver settings (:func:`~bayesslam.train.batched_svr.solve_svr_batch`); ``dtype``
         default: float32 for ``tol >= FLOAT32_MIN_TOL``, else float64.
     race : CVRace, optional
         Drop clear losers after each fold (:class:`CVRace`); default: score

@@ -42,7 +42,6 @@ import logging
 import os
 import platform
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -52,8 +51,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bayesslam._files import atomic_write
+from bayesslam._precision import in_float64
 from bayesslam.calibration import CalibrationError, ModelCalibration
-from bayesslam.emulator import EMULATOR_ARRAYS, Emulator, EmulatorError, build_emulator
+from bayesslam.emulator.svr_bank import (
+    EMULATOR_ARRAYS,
+    Emulator,
+    EmulatorError,
+    build_emulator,
+)
 from bayesslam.errors import CorruptFileError
 
 __all__ = [
@@ -66,6 +72,7 @@ __all__ = [
     "model_checksum",
     "save_model",
     "load_model",
+    "utc_now",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,9 +190,12 @@ class SlamModel:
 
     Notes
     -----
-    :attr:`emulator` is built on first access in JAX's default float
-    precision at that moment (float64 only with ``jax_enable_x64`` on) and
-    cached; :meth:`build_emulator` builds a fresh one of any dtype.
+    :attr:`emulator` is a float64 :class:`~bayesslam.emulator.Emulator`, built
+    once (in a scoped 64-bit JAX context, whatever the global setting) and
+    cached. bayesslam's functions run it in 64 bits; in your own JAX code, call
+    it inside :func:`bayesslam.float64` (or with ``jax_enable_x64`` on), else
+    JAX computes it in float32. :meth:`build_emulator` builds one of any
+    dtype; :meth:`predict` gives numpy spectra.
     """
 
     emulator_arrays: Mapping[str, np.ndarray]
@@ -208,8 +218,9 @@ class SlamModel:
         if self.metadata.get("calibration") is not None:
             _read_calibration(self.metadata["calibration"], self.metadata["label_names"])
 
-    def build_emulator(self, dtype: Any = None) -> Emulator:
-        """Build the JAX emulator (``dtype`` default: JAX's default float)."""
+    @in_float64
+    def build_emulator(self, dtype: Any = np.float64) -> Emulator:
+        """Build a JAX emulator of the given floating ``dtype`` (default float64)."""
         try:
             return build_emulator(
                 **self.emulator_arrays,
@@ -222,8 +233,34 @@ class SlamModel:
 
     @functools.cached_property
     def emulator(self) -> Emulator:
-        """The JAX emulator, built once (see the class notes on precision)."""
-        return self.build_emulator()
+        """The float64 JAX emulator, built once (see the class notes on precision)."""
+        return self.build_emulator(np.float64)
+
+    @in_float64
+    def predict(self, labels: Any) -> np.ndarray:
+        """Normalized model spectra at ``labels`` (physical units), computed in float64.
+
+        Parameters
+        ----------
+        labels : array_like, shape (n_label,) or (n_star, n_label)
+            Labels in the order and units of :attr:`label_names` / :attr:`label_units`.
+
+        Returns
+        -------
+        numpy.ndarray, shape (n_pix,) or (n_star, n_pix)
+        """
+        return np.asarray(self.emulator(np.asarray(labels, dtype=np.float64)))
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        """The continuum-normalization settings the training spectra were prepared with (may be empty)."""
+        return dict(self.metadata.get("normalization") or {})
+
+    @property
+    def label_bounds(self) -> np.ndarray:
+        """Per-label minimum and maximum of the training labels, shape (n_label, 2)."""
+        labels = self.training_labels
+        return np.column_stack([labels.min(axis=0), labels.max(axis=0)])
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -389,18 +426,7 @@ def save_model(model: SlamModel, path: str | os.PathLike, *, overwrite: bool = F
     payload = dict(arrays)
     payload[_METADATA_KEY] = np.frombuffer(metadata_bytes, dtype=np.uint8)
     payload[_CHECKSUM_KEY] = np.frombuffer(checksum.encode("ascii"), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: np.savez_compressed(stream, **payload))
     logger.info("saved model (%d pixels, checksum %s) to %s", len(model.training.C), checksum[:12], path)
     return path
 
@@ -460,7 +486,7 @@ def _read_archive(path: Path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError, struct.error) as exc:
         raise ModelFileError(
             f"{path}: not a readable bayesslam model file ({type(exc).__name__}: {exc}); it is truncated, "
-            "damaged or of another kind. Copy it again or re-save the model with bayesslam.modelfile.save_model."
+            "damaged or of another kind. Copy it again or re-save the model with bayesslam.emulator.modelfile.save_model."
         ) from exc
 
 
@@ -468,7 +494,7 @@ def _decode_metadata(path: Path, raw: dict[str, np.ndarray]) -> tuple[dict[str, 
     if _METADATA_KEY not in raw or _CHECKSUM_KEY not in raw:
         raise ModelFileError(
             f"{path}: no bayesslam metadata or checksum inside; this .npz is not a model written by "
-            "bayesslam.modelfile.save_model."
+            "bayesslam.emulator.modelfile.save_model."
         )
     metadata_array = raw[_METADATA_KEY]
     if metadata_array.dtype != np.uint8 or metadata_array.ndim != 1:
@@ -503,7 +529,7 @@ def _check_version(path: Path, metadata: Mapping[str, Any]) -> None:
         )
 
 
-def load_model(path: str | os.PathLike, *, dtype: Any = None) -> SlamModel:
+def load_model(path: str | os.PathLike) -> SlamModel:
     """Read a model written by :func:`save_model`, verifying its integrity.
 
     Loading uses ``numpy.load(allow_pickle=False)`` and ``json``: it runs no
@@ -512,9 +538,6 @@ def load_model(path: str | os.PathLike, *, dtype: Any = None) -> SlamModel:
     Parameters
     ----------
     path : str or os.PathLike
-    dtype : dtype, optional
-        Precision of the emulator built eagerly for validation and cached as
-        :attr:`SlamModel.emulator` (default: JAX's default float).
 
     Returns
     -------
@@ -561,8 +584,7 @@ def load_model(path: str | os.PathLike, *, dtype: Any = None) -> SlamModel:
         )
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
-    emulator = model.build_emulator(dtype)
-    model.__dict__["emulator"] = emulator
+    _ = model.emulator  # building it checks the arrays; it is cached for later use
     return model
 
 

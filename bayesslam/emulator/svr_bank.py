@@ -28,7 +28,7 @@ The label derivatives are as cheap to write down:
 kernel vector and its ``n_label`` weighted copies ``K * (x_k - z_k)`` of all
 stars of a batch into one matrix and multiplies it by each gamma group's dual
 block once: flux and Jacobian in one matrix product per group, which is what
-the batched optimizer of :mod:`bayesslam.fit` needs.
+the batched optimizer of :mod:`bayesslam.infer.map` needs.
 :func:`weighted_flux_derivatives` gives the gradient and Hessian of a
 weighted sum of the flux over pixels with a single product per group (the
 weights projected back onto the training stars), which makes exact Newton

@@ -1,7 +1,7 @@
 """Fast best-fit labels for whole surveys: batched Newton / Levenberg-Marquardt MAP in JAX.
 
 For each star, minimize ``phi = 0.5 * chi2(theta) - log prior(theta)``, where
-chi2 uses the variance of :mod:`bayesslam.likelihood` (``1/ivar + s_j**2``).
+chi2 uses the variance of :mod:`bayesslam.infer.likelihood` (``1/ivar + s_j**2``).
 The start is the best of a coarse chi2 scan over the training labels (as the
 production SLAM pipeline does). Steps are Levenberg-Marquardt steps in
 standardized label units on the *exact* Hessian (Gauss-Newton part ``J^T W J``
@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
@@ -54,15 +52,21 @@ import numpyro.distributions as dist
 from jax import Array
 from tqdm.auto import tqdm
 
-from bayesslam.emulator import Emulator, LeastSquaresTerms, label_jacobian, least_squares_terms, weighted_flux_derivatives
+from bayesslam._precision import in_float64
+from bayesslam.emulator import (
+    Emulator,
+    LeastSquaresTerms,
+    label_jacobian,
+    least_squares_terms,
+    weighted_flux_derivatives,
+)
 from bayesslam.errors import SpectrumValidationError
-from bayesslam.likelihood import pixel_variance, usable
-from bayesslam.priors import LabelPrior, default_prior
+from bayesslam.infer.likelihood import pixel_variance, usable
+from bayesslam.infer.priors import LabelPrior, default_prior
+from bayesslam.infer.results import FitStatus, MapResult
 
 __all__ = [
     "ForwardModel",
-    "FitStatus",
-    "MapResult",
     "check_spectra",
     "coarse_scan",
     "fit_map",
@@ -82,81 +86,6 @@ class ForwardModel(Protocol):
 
     def __call__(self, labels: Array) -> Array:  # pragma: no cover - protocol
         ...
-
-
-class FitStatus(IntEnum):
-    """Outcome of one star's optimization."""
-
-    CONVERGED = 0
-    MAX_ITER = 1
-    NOT_FINITE = 2
-    NO_DATA = 3
-
-
-@dataclass(frozen=True)
-class MapResult:
-    """Best-fit labels of many stars with their Laplace uncertainties.
-
-    All arrays have the stars on the first axis.
-
-    Attributes
-    ----------
-    label_names : tuple of str
-    labels : numpy.ndarray
-        MAP labels, ``(n_star, n_label)``, physical units.
-    covariance : numpy.ndarray
-        Laplace covariance, ``(n_star, n_label, n_label)``.
-    sigma : numpy.ndarray
-        ``sqrt(diag(covariance))``.
-    correlation : numpy.ndarray
-        ``C_ij / (sigma_i sigma_j)``.
-    chi2, reduced_chi2 : numpy.ndarray
-        Chi-square at the optimum over unmasked pixels, and divided by
-        ``n_good - n_label``.
-    n_good : numpy.ndarray
-        Unmasked pixels per star.
-    model_flux : numpy.ndarray
-        Emulated spectrum at the MAP labels, ``(n_star, n_pix)``.
-    start : numpy.ndarray
-        Labels the optimizer started from (best training label of the scan).
-    status : numpy.ndarray
-        :class:`FitStatus` codes.
-    n_iter : numpy.ndarray
-        Iterations used.
-    at_bound : numpy.ndarray
-        Boolean ``(n_star, n_label)``: the label sits at its prior's box edge.
-    log_posterior : numpy.ndarray
-        ``-0.5 chi2 + log prior`` at the optimum (up to a constant).
-    """
-
-    label_names: tuple[str, ...]
-    labels: np.ndarray
-    covariance: np.ndarray
-    sigma: np.ndarray
-    correlation: np.ndarray
-    chi2: np.ndarray
-    reduced_chi2: np.ndarray
-    n_good: np.ndarray
-    model_flux: np.ndarray
-    start: np.ndarray
-    status: np.ndarray
-    n_iter: np.ndarray
-    at_bound: np.ndarray
-    log_posterior: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    @staticmethod
-    def concatenate(results: list["MapResult"]) -> "MapResult":
-        """Join results of consecutive chunks of stars."""
-        first = results[0]
-        fields = {
-            name: np.concatenate([getattr(r, name) for r in results])
-            for name in first.__dataclass_fields__
-            if name != "label_names"
-        }
-        return MapResult(label_names=first.label_names, **fields)
 
 
 @jax.jit
@@ -591,6 +520,7 @@ def _initial_state(solver: _Solver, index: np.ndarray, n_pix: int, skip: np.ndar
     )
 
 
+@in_float64
 def fit_map(
     model: ForwardModel,
     flux: np.ndarray,

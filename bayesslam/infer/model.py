@@ -15,8 +15,8 @@ import numpyro
 import numpyro.distributions as dist
 from jax import Array
 
-from bayesslam.likelihood import flux_distribution
-from bayesslam.priors import LabelPrior
+from bayesslam.infer.likelihood import flux_distribution
+from bayesslam.infer.priors import LabelPrior
 
 __all__ = ["NoiseModel", "slam_model"]
 

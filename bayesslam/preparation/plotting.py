@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayesslam.prepare import PreparedSpectra
+from bayesslam.preparation.prepared_file import PreparedSpectra
 
 __all__ = ["plot_prepared"]
 
@@ -17,7 +17,7 @@ def plot_prepared(prepared: PreparedSpectra, path: str | Path, max_spectra: int 
     Parameters
     ----------
     prepared : PreparedSpectra
-        Output of :func:`bayesslam.prepare.prepare_files`.
+        Output of :func:`bayesslam.preparation.prepare.prepare_files`.
     path : str or pathlib.Path
         PNG file to write.
     max_spectra : int

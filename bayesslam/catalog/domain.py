@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import Delaunay
 
-from bayesslam.priors import TrainingDensity
+from bayesslam.infer.priors import TrainingDensity
 
 __all__ = ["TrainingDomain"]
 

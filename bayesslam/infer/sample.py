@@ -1,6 +1,6 @@
 """Full posteriors: NumPyro NUTS and emcee on the same log density, results as ArviZ data.
 
-Both samplers use :func:`bayesslam.model.slam_model`: NUTS runs it directly,
+Both samplers use :func:`bayesslam.infer.model.slam_model`: NUTS runs it directly,
 emcee gets its log density (``numpyro.infer.util.log_density``) jitted and
 vectorized over walkers. Results are a :class:`Posterior`, which holds an
 ArviZ ``InferenceData`` (convertible to ``xarray.DataTree`` with
@@ -13,115 +13,35 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
-import arviz as az
-import emcee
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions.transforms import biject_to
 from numpyro.distributions import constraints
-from numpyro.infer.util import log_density, potential_energy
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import potential_energy
 from tqdm.auto import tqdm
 
+from bayesslam._precision import in_float64
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
-from bayesslam.fit import check_spectra, fit_map
-from bayesslam.model import NoiseModel, slam_model
-from bayesslam.nuts import build_nuts_runner
-from bayesslam.priors import LabelPrior, default_prior
+from bayesslam.infer.map import check_spectra, fit_map
+from bayesslam.infer.model import NoiseModel, slam_model
+from bayesslam.infer.nuts import build_nuts_runner
+from bayesslam.infer.priors import LabelPrior, default_prior
+from bayesslam.infer.results import (
+    Posterior,
+    SamplingError,
+    summarize,
+    to_inference_data,
+)
 
-__all__ = ["SamplingError", "Posterior", "sample_nuts", "sample_emcee", "log_posterior_fn"]
+__all__ = ["sample_nuts"]
 
 logger = logging.getLogger(__name__)
 
 
-class SamplingError(BayesSlamError, RuntimeError):
-    """A sampler could not start or run (e.g. no finite density at the initial labels)."""
-
-
-@dataclass(frozen=True)
-class Posterior:
-    """Posterior draws of many stars' labels and their summary.
-
-    Attributes
-    ----------
-    idata : arviz.InferenceData
-        ``posterior`` group: one variable per label with dims
-        ``(chain, draw, star)``; ``sample_stats``: ``diverging`` (NUTS).
-    label_names : tuple of str
-    identifiers : tuple of str
-    method : str
-        ``"nuts"`` or ``"emcee"``.
-    summary : dict of numpy.ndarray
-        ``median``, ``q16``, ``q84``, ``mean``, ``sd``, ``r_hat``,
-        ``ess_bulk`` with shape ``(n_star, n_label)``; ``n_divergent``
-        ``(n_star,)``.
-    """
-
-    idata: az.InferenceData
-    label_names: tuple[str, ...]
-    identifiers: tuple[str, ...]
-    method: str
-    summary: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def draws(self, star: int) -> np.ndarray:
-        """All draws of one star, ``(n_chain * n_draw, n_label)``."""
-        post = self.idata.posterior
-        return np.stack([post[name].values[..., star].reshape(-1) for name in self.label_names], axis=-1)
-
-    def to_datatree(self) -> Any:
-        """The posterior as an ``xarray.DataTree`` (the exchange format of ArviZ >= 1)."""
-        return self.idata.to_datatree()
-
-    def to_netcdf(self, path: str | Path) -> Path:
-        """Save the InferenceData (with the summary as posterior attributes) to NetCDF."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.idata.to_netcdf(str(path))
-        return path
-
-
-def _summarize(idata: az.InferenceData, names: Sequence[str], diverging: np.ndarray) -> dict[str, np.ndarray]:
-    post = idata.posterior
-    stacked = np.stack([post[n].values for n in names], axis=-1)  # chain, draw, star, label
-    flat = stacked.reshape(-1, stacked.shape[2], stacked.shape[3])
-    q16, median, q84 = np.quantile(flat, [0.15865525393145707, 0.5, 0.8413447460685429], axis=0)
-    n_chain, n_draw = stacked.shape[:2]
-    if n_chain == 1:  # split-R-hat of one chain: compare its two halves
-        half = n_draw // 2
-        stacked = stacked[:, : 2 * half].reshape(2, half, *stacked.shape[2:])
-    rhat = np.empty(flat.shape[1:])
-    ess = np.empty(flat.shape[1:])
-    for star in range(flat.shape[1]):
-        for k in range(flat.shape[2]):
-            rhat[star, k] = az.rhat(stacked[:, :, star, k])
-            ess[star, k] = az.ess(stacked[:, :, star, k], method="bulk")
-    return dict(
-        median=median,
-        q16=q16,
-        q84=q84,
-        mean=flat.mean(axis=0),
-        sd=flat.std(axis=0, ddof=1),
-        r_hat=rhat,
-        ess_bulk=ess,
-        n_divergent=diverging,
-    )
-
-
-def _to_idata(samples: dict[str, np.ndarray], diverging: np.ndarray | None, ids: Sequence[str], method: str) -> az.InferenceData:
-    dims = {name: ["star"] for name in samples}
-    stats = {} if diverging is None else {"diverging": diverging}
-    idata = az.from_dict(
-        posterior=samples, sample_stats=stats or None, coords={"star": list(ids)}, dims={**dims, "diverging": ["star"]}
-    )
-    idata.posterior.attrs["sampler"] = method
-    return idata
-
-
-def _prepare(model, flux, ivar, prior, identifiers):
+def prepare_inputs(model, flux, ivar, prior, identifiers):
     flux, ivar = check_spectra(model, flux, ivar)
     empty = np.where(~np.any(ivar > 0, axis=1))[0]
     if empty.size:
@@ -133,7 +53,7 @@ def _prepare(model, flux, ivar, prior, identifiers):
     return flux, ivar, prior, ids
 
 
-def _initial_labels(model, prior: LabelPrior, flux, ivar, init_labels,
+def initial_labels(model, prior: LabelPrior, flux, ivar, init_labels,
                     init_sigma=None) -> tuple[np.ndarray, np.ndarray | None]:
     """Starting labels and their scale (the MAP's Laplace sigmas unless labels are given)."""
     if init_labels is not None:
@@ -180,7 +100,7 @@ def _in_precision(model, emulator_dtype: str | None):
 
 def _build_nuts_runner(model, prior: LabelPrior, noise: NoiseModel, num_warmup: int, num_samples: int,
                        target_accept_prob: float, max_tree_depth: int, n_lanes: int):
-    """NUTS (:func:`bayesslam.nuts.build_nuts_runner`) on the potential of :func:`slam_model` for one star.
+    """NUTS (:func:`bayesslam.infer.nuts.build_nuts_runner`) on the potential of :func:`slam_model` for one star.
 
     The unconstrained sites of one star are a flat vector in the order of
     :func:`_site_supports`; the potential is NumPyro's ``potential_energy``
@@ -240,6 +160,7 @@ def _unconstrained_start(prior: LabelPrior, noise: NoiseModel, labels: np.ndarra
 RUNS_PER_LANE = 32
 
 
+@in_float64
 def sample_nuts(
     model,
     flux: np.ndarray,
@@ -266,7 +187,7 @@ def sample_nuts(
     (step size and diagonal mass matrix). ``batch_size`` runs advance
     together, one batched leapfrog step at a time, each on its own
     trajectory, and a run that ends hands its lane to the next run
-    (:mod:`bayesslam.nuts`; measured against vmapped NumPyro NUTS and a loop
+    (:mod:`bayesslam.infer.nuts`; measured against vmapped NumPyro NUTS and a loop
     over ``numpyro.infer.MCMC`` in ``benchmarks/bench_inference.py``).
     When the start is the MAP, its Laplace sigmas set the initial mass
     matrix.
@@ -314,8 +235,8 @@ def sample_nuts(
     -------
     Posterior
     """
-    flux, ivar, prior, ids = _prepare(model, flux, ivar, prior, identifiers)
-    start, start_sigma = _initial_labels(model, prior, flux, ivar, init_labels, init_sigma)
+    flux, ivar, prior, ids = prepare_inputs(model, flux, ivar, prior, identifiers)
+    start, start_sigma = initial_labels(model, prior, flux, ivar, init_labels, init_sigma)
     n_star = flux.shape[0]
     supports = _site_supports(prior, noise)
     bounds = prior.bounds
@@ -360,83 +281,9 @@ def sample_nuts(
         samples[name] = np.moveaxis(values.reshape(shape), 0, -1)
     div_per_star = np.moveaxis(np.concatenate(div_draws).reshape(shape), 0, -1)
     n_div = div_per_star.sum(axis=(0, 1))
-    idata = _to_idata(samples, div_per_star, ids, "nuts")
-    summary = _summarize(idata, prior.names, n_div)
+    idata = to_inference_data(samples, div_per_star, ids, "nuts")
+    summary = summarize(idata, prior.names, n_div)
     n_bad = int(np.sum(n_div > 0))
     if n_bad:
         logger.warning("%d star(s) had divergent transitions; see Posterior.summary['n_divergent'].", n_bad)
     return Posterior(idata, tuple(prior.names), ids, "nuts", summary)
-
-
-def log_posterior_fn(model, prior: LabelPrior, noise: NoiseModel = NoiseModel()):
-    """The model's log density of label vectors for one star, jitted and vectorized.
-
-    Returns
-    -------
-    callable
-        ``f(labels (n_walkers, n_label), flux (n_pix,), ivar (n_pix,)) -> (n_walkers,)``,
-        ``-inf`` outside the prior's support. Only the labels are free (noise
-        inflation parameters are not supported here).
-    """
-    if noise.fit_scale or noise.fit_jitter:
-        raise BayesSlamError("the emcee path samples labels only; switch noise inflation off or use NUTS.")
-    bound = functools.partial(slam_model, model, prior=prior, noise=noise)
-    names = prior.names
-
-    def one(theta: jax.Array, flux: jax.Array, ivar: jax.Array) -> jax.Array:
-        params = {name: theta[k][None] for k, name in enumerate(names)}
-        lp, _ = log_density(bound, (ivar[None], flux[None]), {}, params)
-        return jnp.where(prior.in_support(theta), lp, -jnp.inf)
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
-
-
-def sample_emcee(
-    model,
-    flux: np.ndarray,
-    ivar: np.ndarray,
-    *,
-    seed: int,
-    prior: LabelPrior | None = None,
-    n_walkers: int = 32,
-    n_steps: int = 3000,
-    n_burn: int = 1000,
-    thin: int = 1,
-    init_labels: np.ndarray | None = None,
-    identifiers: Sequence[str] | None = None,
-    progress: bool = True,
-) -> Posterior:
-    """Sample the label posteriors star by star with emcee on the model's log density.
-
-    Walkers start in a small ball (1e-3 of the box width) around the MAP,
-    inside the support; emcee's random state is seeded from ``seed``.
-    Walkers are reported as ArviZ chains (their R-hat is indicative only:
-    ensemble walkers are not independent chains).
-    """
-    flux, ivar, prior, ids = _prepare(model, flux, ivar, prior, identifiers)
-    start, _ = _initial_labels(model, prior, flux, ivar, init_labels)
-    logp = log_posterior_fn(model, prior)
-    names = prior.names
-    rng = np.random.default_rng(seed)
-    bounds = prior.bounds
-    width = np.where(np.isfinite(bounds[:, 1] - bounds[:, 0]), bounds[:, 1] - bounds[:, 0], 1.0)
-    chains: list[np.ndarray] = []
-    for i in tqdm(range(flux.shape[0]), disable=not progress, desc="emcee", unit="star"):
-        f, w = jnp.asarray(flux[i]), jnp.asarray(ivar[i])
-        ball = start[i] + 1e-3 * width * rng.standard_normal((n_walkers, len(names)))
-        ball = np.clip(ball, bounds[:, 0] + 1e-6 * width, bounds[:, 1] - 1e-6 * width)
-        initial = np.asarray(logp(jnp.asarray(ball), f, w))
-        if not np.all(np.isfinite(initial)):
-            raise SamplingError(f"star {ids[i]}: the log density is not finite at the initial walkers.")
-        sampler = emcee.EnsembleSampler(
-            n_walkers, len(names), lambda x, f=f, w=w: np.asarray(logp(jnp.asarray(x), f, w)), vectorize=True
-        )
-        sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
-        sampler.run_mcmc(ball, n_steps, progress=False)
-        chain = sampler.get_chain(discard=n_burn, thin=thin)  # (draw, walker, label)
-        chains.append(np.transpose(chain, (1, 0, 2)))
-    stacked = np.stack(chains, axis=2)  # walker, draw, star, label
-    samples = {name: stacked[..., k] for k, name in enumerate(names)}
-    idata = _to_idata(samples, None, ids, "emcee")
-    summary = _summarize(idata, names, np.zeros(flux.shape[0], dtype=int))
-    return Posterior(idata, tuple(names), ids, "emcee", summary)

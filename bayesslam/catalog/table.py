@@ -36,57 +36,20 @@ Plus ``IDENTIFIER``, ``SNR``, ``CHI2``, ``REDUCED_CHI2``, ``N_PIX``,
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from astropy.table import Table
 
+from bayesslam._files import atomic_write
 from bayesslam.calibration import LEVELS, ModelCalibration
-from bayesslam.domain import TrainingDomain
-from bayesslam.fit import FitStatus, MapResult
-from bayesslam.sample import Posterior
-from bayesslam.snr_law import PAPER_SNR_RANGE, snr_law_sigma
+from bayesslam.catalog.domain import TrainingDomain
+from bayesslam.catalog.flags import Flag, FlagThresholds
+from bayesslam.catalog.snr_law import snr_law_sigma
+from bayesslam.infer import FitStatus, MapResult, Posterior
 
-__all__ = ["Flag", "FlagThresholds", "build_catalog", "write_catalog", "describe_flags"]
-
-
-class Flag(enum.IntFlag):
-    """Bits of the catalog's ``FLAGS`` column (0 = no warning)."""
-
-    OUTSIDE_DOMAIN = 1 << 0
-    """MAP labels rarer than the training set's low-density tail, or posterior mass outside its hull."""
-    AT_PRIOR_EDGE = 1 << 1
-    """A MAP label sits at the edge of the prior box."""
-    FIT_FAILED = 1 << 2
-    """The optimizer did not converge (or produced non-finite values)."""
-    RHAT_HIGH = 1 << 3
-    """A label's R-hat exceeds the threshold (default 1.01): not converged."""
-    LOW_ESS = 1 << 4
-    """A label's bulk ESS is below the threshold (default 400)."""
-    DIVERGENCES = 1 << 5
-    """NUTS reported divergent transitions."""
-    LOW_SNR = 1 << 6
-    """SNR below the range over which the SNR-law errors were calibrated (2.3)."""
-    POOR_FIT = 1 << 7
-    """Reduced chi2 above the threshold (default 3): the model does not describe the spectrum."""
-
-
-class FlagThresholds:
-    """Thresholds used to set :class:`Flag` bits (documented defaults)."""
-
-    r_hat: float = 1.01
-    ess: float = 400.0
-    low_snr: float = PAPER_SNR_RANGE[0]
-    reduced_chi2: float = 3.0
-    hull_fraction: float = 0.5
-    density_percentile: float = 1.0
-
-
-def describe_flags() -> str:
-    """Human-readable table of flag bits."""
-    return "\n".join(f"bit {int(f).bit_length() - 1:2d} {f.name}: {f.__doc__ or ''}".rstrip() for f in Flag)
+__all__ = ["build_catalog", "write_catalog"]
 
 
 def build_catalog(
@@ -218,8 +181,14 @@ def _calibrated_columns(fit: MapResult, posterior: Posterior | None,
 
 
 def write_catalog(table: Table, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the catalog as a FITS binary table (flag bits named in the header)."""
+    """Write the catalog as a FITS binary table (flag bits named in the header), atomically.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.write(path, format="fits", overwrite=overwrite)
-    return path
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    return atomic_write(path, lambda stream: table.write(stream, format="fits"))

@@ -1,0 +1,54 @@
+"""Error calibration: coverage of label uncertainties, and a measured scale and systematic floor.
+
+The math and the records only (numpy and scipy): :mod:`~bayesslam.calibration.intervals`
+(coverage, probability integral transforms, calibrated widths and quantiles) and
+:mod:`~bayesslam.calibration.scale_floor` (fitting a scale and floor per label on
+stars with known labels; :class:`ErrorCalibration` and :class:`ModelCalibration`,
+the records a model file carries). It imports nothing of bayesslam but its errors,
+so that a model file can hold its calibration; studies that run samplers to
+measure calibration live above :mod:`bayesslam.infer`.
+"""
+
+from bayesslam.calibration.intervals import (
+    KINDS,
+    LEVELS,
+    NINETY_FIVE,
+    ONE_SIGMA,
+    CalibrationError,
+    calibrated_draws,
+    calibrated_quantiles,
+    calibrated_sigma,
+    coverage,
+    draws_pit,
+    gaussian_pit,
+    half_width,
+    pit_coverage,
+)
+from bayesslam.calibration.scale_floor import (
+    CalibrationFit,
+    ErrorCalibration,
+    ModelCalibration,
+    fit_error_calibration,
+    fit_posterior_calibration,
+)
+
+__all__ = [
+    "CalibrationError",
+    "CalibrationFit",
+    "ErrorCalibration",
+    "ModelCalibration",
+    "LEVELS",
+    "ONE_SIGMA",
+    "NINETY_FIVE",
+    "KINDS",
+    "calibrated_draws",
+    "calibrated_quantiles",
+    "calibrated_sigma",
+    "coverage",
+    "draws_pit",
+    "fit_error_calibration",
+    "fit_posterior_calibration",
+    "gaussian_pit",
+    "half_width",
+    "pit_coverage",
+]

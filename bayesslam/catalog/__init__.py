@@ -1,0 +1,32 @@
+"""The catalog stage: one FITS row per star with labels, raw and calibrated errors, SNR-law errors and flags.
+
+:mod:`~bayesslam.catalog.table` (the columns), :mod:`~bayesslam.catalog.flags`
+(flag bits and thresholds), :mod:`~bayesslam.catalog.domain` (how far labels lie
+from the training set) and :mod:`~bayesslam.catalog.snr_law` (the paper's
+empirical errors, sigma = a SNR^b).
+"""
+
+from bayesslam.catalog.domain import TrainingDomain
+from bayesslam.catalog.flags import Flag, FlagThresholds, describe_flags
+from bayesslam.catalog.snr_law import (
+    PAPER_SNR_LAWS,
+    PAPER_SNR_RANGE,
+    SnrLaw,
+    fit_snr_law,
+    snr_law_sigma,
+)
+from bayesslam.catalog.table import build_catalog, write_catalog
+
+__all__ = [
+    "PAPER_SNR_LAWS",
+    "PAPER_SNR_RANGE",
+    "Flag",
+    "FlagThresholds",
+    "SnrLaw",
+    "TrainingDomain",
+    "build_catalog",
+    "describe_flags",
+    "fit_snr_law",
+    "snr_law_sigma",
+    "write_catalog",
+]

@@ -1,0 +1,477 @@
+"""The pipeline: from spectra and a model to labels, posteriors and a catalog, in one call.
+
+Every way in goes through :func:`prepare`: spectrum files, folders of them,
+glob patterns, a prepared FITS file, :class:`~bayesslam.spectra.Spectrum` or
+:class:`~bayesslam.spectra.SpectrumBatch` records (raw spectra, prepared
+here), or :class:`~bayesslam.preparation.PreparedSpectra`. Raw spectra are
+prepared on the model's wavelength grid with the model's own normalization
+settings; prepared spectra must be on the model's grid
+(:class:`GridMismatchError` otherwise). An input that cannot be read or
+prepared is recorded in ``failures`` and never stops the others.
+
+:func:`fit_labels` then gives MAP labels with Laplace errors and
+:func:`sample_labels` full posteriors, each with the catalog table of
+:func:`bayesslam.catalog.build_catalog`: the model's training domain sets the
+domain flags and its error calibration the calibrated errors. :func:`train`
+trains a model on labelled spectra. The command line (:mod:`bayesslam.cli`)
+and the top-level functions :func:`bayesslam.fit`, :func:`bayesslam.sample`,
+:func:`bayesslam.prepare` and :func:`bayesslam.load_model` are thin wrappers
+of these.
+
+All JAX work runs in 64 bits inside these calls (:mod:`bayesslam._precision`),
+whatever the global JAX setting.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from astropy.table import Table
+
+from bayesslam._precision import in_float64
+from bayesslam.catalog import TrainingDomain, build_catalog
+from bayesslam.emulator import SlamModel, default_model_path
+from bayesslam.emulator import load_model as _load_model_file
+from bayesslam.errors import BayesSlamError, SpectrumValidationError
+from bayesslam.grid import model_wavelength
+from bayesslam.infer import LabelPrior, MapResult, Posterior, fit_map, sample_emcee, sample_nuts
+from bayesslam.io import read_label_table
+from bayesslam.preparation import (
+    ContinuumSettings,
+    Failure,
+    PreparedSpectra,
+    is_prepared_file,
+    prepare_files,
+    prepare_spectra,
+    read_prepared,
+)
+from bayesslam.spectra import Spectrum, SpectrumBatch
+
+__all__ = [
+    "SPECTRUM_SUFFIXES",
+    "SpectraInput",
+    "InputError",
+    "GridMismatchError",
+    "FitResult",
+    "SampleResult",
+    "load_model",
+    "expand_paths",
+    "check_grid",
+    "prepare",
+    "fit_labels",
+    "fit",
+    "sample_labels",
+    "sample",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File name endings taken from a folder given as input.
+SPECTRUM_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fits.gz", ".fit.gz", ".npz", ".csv")
+
+#: What the pipeline accepts as spectra.
+SpectraInput = Union[str, os.PathLike, Spectrum, SpectrumBatch, PreparedSpectra, Iterable[Union[str, os.PathLike, Spectrum]]]
+
+ModelInput = Union[SlamModel, str, os.PathLike, None]
+
+
+class InputError(BayesSlamError, ValueError):
+    """The spectra given cannot be found: an empty folder, a pattern that matches nothing, no input at all."""
+
+
+class GridMismatchError(SpectrumValidationError):
+    """Prepared spectra are on another wavelength grid than the model."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """MAP labels of many stars: what :func:`fit_labels` returns.
+
+    Attributes
+    ----------
+    prepared : PreparedSpectra
+        The spectra as fitted (normalized, on the model grid) and the inputs
+        that failed (``prepared.failures``).
+    map : MapResult
+        MAP labels, Laplace covariances, chi2, model spectra, status.
+    catalog : astropy.table.Table
+        One row per star (:func:`bayesslam.catalog.build_catalog`).
+    """
+
+    prepared: PreparedSpectra
+    map: MapResult
+    catalog: Table
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Inputs that could not be read or prepared, with the reason."""
+        return self.prepared.failures
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """Posteriors of many stars: what :func:`sample_labels` (and :func:`bayesslam.sample`) returns.
+
+    Attributes
+    ----------
+    prepared : PreparedSpectra
+        The spectra as sampled, and the inputs that failed.
+    map : MapResult
+        The MAP fits the samplers started from.
+    posterior : Posterior
+        Draws (ArviZ ``InferenceData``) and per-star summaries.
+    catalog : astropy.table.Table
+        One row per star, with the posterior columns filled.
+    """
+
+    prepared: PreparedSpectra
+    map: MapResult
+    posterior: Posterior
+    catalog: Table
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Inputs that could not be read or prepared, with the reason."""
+        return self.prepared.failures
+
+    def to_datatree(self) -> Any:
+        """The posterior as an ``xarray.DataTree`` (ArviZ's exchange format)."""
+        return self.posterior.to_datatree()
+
+    def to_netcdf(self, path: str | os.PathLike) -> Path:
+        """Write the posterior (ArviZ NetCDF) to ``path``."""
+        return self.posterior.to_netcdf(path)
+
+
+def load_model(path: str | os.PathLike | None = None) -> SlamModel:
+    """Load a model file, or the default model shipped with bayesslam.
+
+    Parameters
+    ----------
+    path : str or os.PathLike, optional
+        A model file written by :func:`bayesslam.emulator.save_model`;
+        ``None`` loads the shipped default model.
+
+    Returns
+    -------
+    SlamModel
+
+    Raises
+    ------
+    InputError
+        If ``path`` does not exist.
+    bayesslam.emulator.ModelFileError
+        If the file is damaged, edited or not a bayesslam model.
+    """
+    path = default_model_path() if path is None else Path(path)
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist; give the path of a .npz model, or None for the default.")
+    logger.info("model: %s", path)
+    return _load_model_file(path)
+
+
+def _model(model: ModelInput) -> SlamModel:
+    return model if isinstance(model, SlamModel) else load_model(model)
+
+
+def expand_paths(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Spectrum files from files, folders and glob patterns, in the order given.
+
+    A folder contributes its files ending in one of :data:`SPECTRUM_SUFFIXES`
+    (sorted by name, not recursive); a string with ``*``, ``?`` or ``[`` that
+    is not an existing path is a glob pattern (``**`` recurses). Other paths
+    are kept as they are: a missing file becomes a recorded failure when it
+    is read.
+
+    Raises
+    ------
+    InputError
+        If nothing is given, or a folder or pattern yields no file.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items:
+        raise InputError("no spectra given; pass files, folders or glob patterns.")
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(SPECTRUM_SUFFIXES))
+            if not found:
+                raise InputError(f"folder {path} holds no spectrum files (names ending in {', '.join(SPECTRUM_SUFFIXES)}).")
+            paths.extend(found)
+        elif not path.exists() and glob.has_magic(str(item)):
+            found = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+            if not found:
+                raise InputError(f"no file matches the pattern {str(item)!r}.")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def check_grid(prepared: PreparedSpectra, model: SlamModel, source: str = "the spectra") -> None:
+    """Raise :class:`GridMismatchError` unless ``prepared`` is on the model's wavelength grid."""
+    wave, model_wave = prepared.wave, model.wave
+    if wave.shape != model_wave.shape or not np.allclose(wave, model_wave, rtol=1e-10, atol=0):
+        raise GridMismatchError(
+            f"{source} were prepared on a grid of {wave.size} pixels ({wave[0]:.1f}-{wave[-1]:.1f} A) but the "
+            f"model has {model_wave.size} ({model_wave[0]:.1f}-{model_wave[-1]:.1f} A); prepare the raw spectra "
+            "again with this model, or pass them directly."
+        )
+
+
+def _normalization(model: SlamModel) -> ContinuumSettings:
+    """The model's continuum settings (defaults for any the model does not record)."""
+    known = set(ContinuumSettings.__dataclass_fields__)
+    return ContinuumSettings(**{k: v for k, v in model.normalization.items() if k in known})
+
+
+def _prepare_inputs(spectra: SpectraInput, wave: np.ndarray, settings: ContinuumSettings,
+                    progress: bool) -> PreparedSpectra:
+    """Raw spectra (records or files) prepared on ``wave``; prepared spectra (object or file) as they are."""
+    if isinstance(spectra, PreparedSpectra):
+        return spectra
+    if isinstance(spectra, Spectrum):
+        spectra = [spectra]
+    items = [spectra] if isinstance(spectra, (str, os.PathLike)) else list(spectra)
+    if items and all(isinstance(item, Spectrum) for item in items):
+        return prepare_spectra(items, wave, settings=settings, progress=progress, total=len(items))
+    if any(isinstance(item, Spectrum) for item in items):
+        raise InputError("pass either spectrum records or file paths, not a mixture.")
+    paths = expand_paths(items)
+    if len(paths) == 1 and is_prepared_file(paths[0]):
+        return read_prepared(paths[0])
+    return prepare_files(paths, wave, settings=settings, progress=progress)
+
+
+def prepare(spectra: SpectraInput, model: ModelInput = None, *, progress: bool = False) -> PreparedSpectra:
+    """Spectra normalized on the model's grid with the model's normalization settings.
+
+    Parameters
+    ----------
+    spectra : SpectraInput
+        Files, folders, glob patterns, one prepared FITS file, ``Spectrum``
+        or ``SpectrumBatch`` records of raw spectra, or ``PreparedSpectra``.
+    model : SlamModel, path or None
+        The model (None: the shipped default model).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    PreparedSpectra
+        The usable spectra, and the inputs that failed with their reasons.
+
+    Raises
+    ------
+    GridMismatchError
+        If already prepared spectra are on another grid than the model.
+    InputError
+        If no input is given or a folder or pattern yields none.
+    SpectrumValidationError
+        If no input at all could be prepared.
+    """
+    model = _model(model)
+    prepared = _prepare_inputs(spectra, model.wave, _normalization(model), progress)
+    check_grid(prepared, model)
+    return prepared
+
+
+def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
+             posterior: Posterior | None = None) -> Table:
+    batch = prepared.spectra
+    snr = np.array([m.snr for m in batch.meta])
+    return build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
+                         calibration=model.error_calibration)
+
+
+@in_float64
+def fit_labels(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelPrior | None = None,
+               progress: bool = False) -> FitResult:
+    """MAP labels with Laplace errors, calibrated and SNR-law errors and flags, for many stars.
+
+    Parameters
+    ----------
+    spectra : SpectraInput
+        As for :func:`prepare`.
+    model : SlamModel, path or None
+        The model (None: the shipped default model).
+    prior : LabelPrior, optional
+        Default: uniform over the model's training box.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    FitResult
+    """
+    model = _model(model)
+    prepared = prepare(spectra, model, progress=progress)
+    batch = prepared.spectra
+    result = fit_map(model.emulator, batch.flux, batch.ivar, prior=prior, progress=progress)
+    return FitResult(prepared, result, _catalog(model, prepared, result))
+
+
+def fit(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelPrior | None = None,
+        progress: bool = False) -> Table:
+    """MAP labels of many stars as a catalog table (the columns of ``bayesslam fit``).
+
+    Parameters are those of :func:`fit_labels`; use it for the MAP results
+    and the failed inputs too.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per star: ``IDENTIFIER``, ``SNR``, per label ``L_MAP``,
+        ``L_MAP_ERR``, ``L_ERR`` (calibrated), ``L_SNR_ERR`` and more, and
+        ``FLAGS`` (see :mod:`bayesslam.catalog.table`).
+
+    Examples
+    --------
+    >>> import bayesslam
+    >>> table = bayesslam.fit(["spec-1079-52621-0509.fits"])  # doctest: +SKIP
+    >>> table["TEFF_MAP", "TEFF_ERR", "FE_H_MAP", "FE_H_ERR"]  # doctest: +SKIP
+    """
+    return fit_labels(spectra, model, prior=prior, progress=progress).catalog
+
+
+@in_float64
+def sample_labels(
+    spectra: SpectraInput,
+    model: ModelInput = None,
+    *,
+    seed: int = 0,
+    sampler: str = "nuts",
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    num_chains: int = 1,
+    prior: LabelPrior | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """Full label posteriors (NUTS or emcee) of many stars, started from their MAP.
+
+    Parameters
+    ----------
+    spectra : SpectraInput
+        As for :func:`prepare`.
+    model : SlamModel, path or None
+        The model (None: the shipped default model).
+    seed : int
+        Random seed (NUTS: ``jax.random.key(seed)``; emcee: numpy).
+    sampler : {"nuts", "emcee"}
+        NUTS (:func:`bayesslam.infer.sample_nuts`) or emcee
+        (:func:`bayesslam.infer.sample_emcee`, 32 walkers).
+    num_warmup, num_samples : int
+        Warm-up (emcee: burn-in) steps and kept draws per chain or walker.
+    num_chains : int
+        NUTS chains per star.
+    prior : LabelPrior, optional
+        Default: uniform over the model's training box.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    SampleResult
+        ``.catalog``, ``.posterior``, ``.to_datatree()``, ``.to_netcdf(path)``.
+
+    Raises
+    ------
+    BayesSlamError
+        For an unknown ``sampler``.
+    """
+    import jax
+
+    if sampler not in ("nuts", "emcee"):
+        raise BayesSlamError(f"sampler must be 'nuts' or 'emcee', not {sampler!r}.")
+    model = _model(model)
+    prepared = prepare(spectra, model, progress=progress)
+    batch = prepared.spectra
+    emulator = model.emulator
+    result = fit_map(emulator, batch.flux, batch.ivar, prior=prior)
+    if sampler == "nuts":
+        posterior = sample_nuts(emulator, batch.flux, batch.ivar, rng_key=jax.random.key(seed), prior=prior,
+                                num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                                init_labels=result.labels, init_sigma=result.sigma, identifiers=batch.identifiers,
+                                progress=progress)
+    else:
+        posterior = sample_emcee(emulator, batch.flux, batch.ivar, seed=seed, prior=prior,
+                                 n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
+                                 identifiers=batch.identifiers, progress=progress)
+    return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
+
+
+def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, **options: Any) -> SampleResult:
+    """Full label posteriors of many stars: :func:`sample_labels` (same parameters).
+
+    Examples
+    --------
+    >>> import bayesslam
+    >>> result = bayesslam.sample(["spec-1079-52621-0509.fits"], seed=1)  # doctest: +SKIP
+    >>> result.catalog["FE_H_MEDIAN", "FE_H_P16", "FE_H_P84"]  # doctest: +SKIP
+    >>> result.to_netcdf("posterior.nc")  # doctest: +SKIP
+    """
+    return sample_labels(spectra, model, seed=seed, **options)
+
+
+@in_float64
+def train(
+    spectra: SpectraInput,
+    labels: str | os.PathLike | np.ndarray | Mapping[str, Any],
+    *,
+    label_names: Sequence[str] = ("teff", "logg", "fe_h", "alpha_m"),
+    id_column: str = "identifier",
+    window: tuple[float, float] | None = None,
+    description: str = "",
+    progress: bool = False,
+    **trainer_options: Any,
+) -> SlamModel:
+    """Train a SLAM model on labelled spectra and return it (save it with :func:`bayesslam.emulator.save_model`).
+
+    Parameters
+    ----------
+    spectra : SpectraInput
+        Raw spectra (prepared on the BOSS grid over ``window``) or prepared
+        spectra (their grid becomes the model's).
+    labels : path, array or mapping
+        A label table (CSV or FITS, matched to the spectra by ``id_column``),
+        or the labels themselves, one row per prepared spectrum in order.
+    label_names : sequence of str
+        The label columns, in the model's order.
+    id_column : str
+        The identifier column of a label table.
+    window : (float, float), optional
+        Wavelength window of the model grid (default: the production window).
+    description : str
+        Free text stored in the model.
+    progress : bool
+        Show progress bars.
+    **trainer_options
+        Passed to :class:`bayesslam.train.SlamTrainer` (``grid``, ``backend``,
+        ``n_folds``, ``n_jobs``, ``checkpoint_dir``, ...).
+
+    Returns
+    -------
+    SlamModel
+    """
+    from bayesslam.train import SlamTrainer
+
+    wave = model_wavelength(window) if window else model_wavelength()
+    prepared = _prepare_inputs(spectra, wave, ContinuumSettings(), progress)  # a prepared file keeps its grid
+    if prepared.failures:
+        logger.warning("%d input(s) could not be prepared and are left out of the training set.",
+                       len(prepared.failures))
+    names = tuple(label_names)
+    if isinstance(labels, (str, os.PathLike)):
+        labels = read_label_table(labels, prepared.spectra.identifiers, names, id_column)
+    trainer = SlamTrainer(progress=progress, **trainer_options)
+    trainer.fit_prepared(labels, prepared, label_names=names)
+    logger.info("trained on %d stars x %d pixels", len(prepared), prepared.wave.size)
+    return trainer.to_model(description=description)
