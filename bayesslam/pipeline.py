@@ -40,7 +40,14 @@ from bayesslam.emulator import SlamModel, default_model_path
 from bayesslam.emulator import load_model as _load_model_file
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.grid import model_wavelength
-from bayesslam.infer import LabelPrior, MapResult, Posterior, fit_map, sample_emcee, sample_nuts
+from bayesslam.infer import (
+    LabelPrior,
+    MapResult,
+    Posterior,
+    fit_map,
+    sample_emcee,
+    sample_nuts,
+)
 from bayesslam.io import read_label_table
 from bayesslam.preparation import (
     ContinuumSettings,
@@ -73,8 +80,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File name endings taken from a folder given as input.
-SPECTRUM_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fits.gz", ".fit.gz", ".npz", ".csv")
+#: File name endings taken from a folder given as input (CSV spectra, rarer than CSV label tables
+#: beside them, are taken when named or matched by a pattern).
+SPECTRUM_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fits.gz", ".fit.gz", ".npz")
 
 #: What the pipeline accepts as spectra.
 SpectraInput = Union[str, os.PathLike, Spectrum, SpectrumBatch, PreparedSpectra, Iterable[Union[str, os.PathLike, Spectrum]]]

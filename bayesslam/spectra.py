@@ -17,7 +17,7 @@ import numpy as np
 
 from bayesslam.errors import SpectrumValidationError
 
-__all__ = ["SpectrumMeta", "Spectrum", "SpectrumBatch"]
+__all__ = ["SpectrumMeta", "Spectrum", "SpectrumBatch", "check_arrays", "check_wavelengths"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,48 +52,115 @@ class SpectrumMeta:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _validate_arrays(
-    wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None, what: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Check and clean spectral arrays; return float64 copies and a boolean mask."""
+def check_wavelengths(wave: Any, *, what: str = "spectrum", name: str = "wavelength") -> np.ndarray:
+    """Check a wavelength grid (1-D, at least two pixels, finite, positive, strictly increasing).
+
+    Returns
+    -------
+    numpy.ndarray
+        The grid as float64.
+
+    Raises
+    ------
+    SpectrumValidationError
+        If a check fails (the message names the first offending pixel).
+    """
     wave = np.asarray(wave, dtype=float)
+    if wave.ndim != 1 or wave.size < 2:
+        raise SpectrumValidationError(f"{what}: {name} must be 1-D with at least two pixels, got shape {wave.shape}.")
+    if not np.all(np.isfinite(wave)):
+        raise SpectrumValidationError(f"{what}: {name} contains NaN or inf.")
+    if np.any(wave <= 0):
+        raise SpectrumValidationError(f"{what}: {name} must be positive (Angstrom).")
+    steps = np.diff(wave)
+    if np.any(steps <= 0):
+        bad = int(np.flatnonzero(steps <= 0)[0])
+        raise SpectrumValidationError(
+            f"{what}: {name} must be strictly increasing, but {name}[{bad + 1}] = {wave[bad + 1]!r} <= "
+            f"{name}[{bad}] = {wave[bad]!r}; sort the pixels (and flux and ivar with them) and drop duplicates."
+        )
+    return wave
+
+
+def check_arrays(
+    wave: Any,
+    flux: Any,
+    ivar: Any,
+    mask: Any = None,
+    *,
+    what: str = "spectrum",
+    names: tuple[str, str, str, str] = ("wavelength", "flux", "ivar", "mask"),
+    hint: str = "",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Check spectral arrays and return clean float64 copies: the one validation of spectra in bayesslam.
+
+    The records (:class:`Spectrum`, :class:`SpectrumBatch`) call it, and so do
+    the functions that take bare arrays (rebinning, normalization, inference),
+    so every path refuses the same inputs with the same named error.
+
+    Parameters
+    ----------
+    wave : array_like, shape (n,)
+        Wavelengths: finite, positive, strictly increasing, at least two.
+    flux, ivar : array_like, shape (n,) or (n_star, n)
+        Flux and inverse variance (finite and >= 0).
+    mask : array_like of bool, optional
+        ``True`` = bad pixel; the shape of ``flux``, or ``(n,)`` for one mask
+        shared by all spectra.
+    what : str
+        What the arrays are, for messages (e.g. ``"spectrum 'spec-1079...'"``).
+    names : tuple of str
+        The names of the four arrays in messages (e.g. the caller's argument names).
+    hint : str
+        A sentence added to shape errors (e.g. how to get spectra on the right grid).
+
+    Returns
+    -------
+    (wave, flux, ivar, mask) : numpy.ndarray
+        Float64 copies and a boolean mask of the shape of ``flux``. Pixels
+        with non-finite flux are masked (their flux set to 0); masked pixels
+        have ivar 0, so ``ivar`` alone is a complete weight.
+
+    Raises
+    ------
+    SpectrumValidationError
+        If any check fails; the message names the array and what to do.
+    """
+    wave_name, flux_name, ivar_name, mask_name = names
+    wave = check_wavelengths(wave, what=what, name=wave_name)
     flux = np.array(flux, dtype=float)
     ivar = np.array(ivar, dtype=float)
-    if wave.ndim != 1:
-        raise SpectrumValidationError(f"{what}: wavelength must be 1-D, got shape {wave.shape}.")
-    if wave.size < 2:
-        raise SpectrumValidationError(f"{what}: need at least two pixels, got {wave.size}.")
-    if flux.shape != ivar.shape or flux.shape[-1] != wave.size:
+    hint = f" {hint}" if hint else ""
+    n = wave.size
+    if flux.ndim not in (1, 2) or flux.shape[-1] != n:
         raise SpectrumValidationError(
-            f"{what}: shapes disagree: wavelength {wave.shape}, flux {flux.shape}, "
-            f"ivar {ivar.shape}. Flux and ivar must have one value per wavelength pixel."
+            f"{what}: shapes disagree: {flux_name} must have shape ({n},) or (n_star, {n}) to match {wave_name} "
+            f"({n} pixels), got {flux.shape}.{hint}"
         )
-    if not np.all(np.isfinite(wave)):
-        raise SpectrumValidationError(f"{what}: wavelength contains NaN or inf.")
-    if np.any(np.diff(wave) <= 0):
+    if ivar.shape != flux.shape:
         raise SpectrumValidationError(
-            f"{what}: wavelengths must strictly increase; sort the pixels (and flux/ivar with them)."
+            f"{what}: shapes disagree: {ivar_name} must have the same shape as {flux_name} {flux.shape}, got "
+            f"{ivar.shape}. Flux and ivar need one value per wavelength pixel.{hint}"
         )
-    if np.any(wave <= 0):
-        raise SpectrumValidationError(f"{what}: wavelengths must be positive (Angstrom).")
     if not np.all(np.isfinite(ivar)):
         raise SpectrumValidationError(
-            f"{what}: inverse variance contains NaN or inf; give ivar = 0 for pixels without data."
+            f"{what}: {ivar_name} contains NaN or inf; give ivar = 0 for pixels without data."
         )
     if np.any(ivar < 0):
-        n_bad = int(np.sum(ivar < 0))
         raise SpectrumValidationError(
-            f"{what}: {n_bad} pixels have negative inverse variance; ivar must be >= 0 "
+            f"{what}: {int(np.sum(ivar < 0))} pixels have negative inverse variance; {ivar_name} must be >= 0 "
             "(did you pass sigma or variance instead of 1/sigma**2?)."
         )
     if mask is None:
         mask_arr = np.zeros(flux.shape, dtype=bool)
     else:
-        mask_arr = np.array(mask, dtype=bool)
-        if mask_arr.shape != flux.shape:
+        mask_arr = np.asarray(mask).astype(bool)
+        if mask_arr.shape not in (flux.shape, (n,)):
             raise SpectrumValidationError(
-                f"{what}: mask shape {mask_arr.shape} differs from flux shape {flux.shape}."
+                f"{what}: {mask_name} must have the shape of {flux_name} {flux.shape} (or ({n},) for one mask "
+                f"shared by all spectra), got {mask_arr.shape}."
             )
+        mask_arr = np.broadcast_to(mask_arr, flux.shape)
     bad_flux = ~np.isfinite(flux)
     if np.any(bad_flux):
         logger.debug("%s: masking %d non-finite flux pixels", what, int(bad_flux.sum()))
@@ -135,7 +202,7 @@ class Spectrum:
 
     def __post_init__(self) -> None:
         what = f"spectrum {self.meta.identifier!r}" if self.meta.identifier else "spectrum"
-        wave, flux, ivar, mask = _validate_arrays(self.wave, self.flux, self.ivar, self.mask, what)
+        wave, flux, ivar, mask = check_arrays(self.wave, self.flux, self.ivar, self.mask, what=what)
         if flux.ndim != 1:
             raise SpectrumValidationError(f"{what}: flux must be 1-D, got shape {flux.shape}.")
         for name, value in (("wave", wave), ("flux", flux), ("ivar", ivar), ("mask", mask)):
@@ -180,9 +247,7 @@ class SpectrumBatch:
     meta: tuple[SpectrumMeta, ...] = ()
 
     def __post_init__(self) -> None:
-        wave, flux, ivar, mask = _validate_arrays(
-            self.wave, self.flux, self.ivar, self.mask, "spectrum batch"
-        )
+        wave, flux, ivar, mask = check_arrays(self.wave, self.flux, self.ivar, self.mask, what="spectrum batch")
         if flux.ndim != 2:
             raise SpectrumValidationError(
                 f"spectrum batch: flux must be 2-D (n_star, n_pixel), got shape {flux.shape}."

@@ -14,14 +14,15 @@ from bayesslam.infer.nuts import bucket_sizes, build_nuts_runner
 SCALES = np.array([1.0, 0.05, 4.0])
 
 
-def gaussian(z, data):
+def gaussian(z, data, shared):
+    del shared
     mu, scale = data
     return 0.5 * jnp.sum(((z - mu) / scale) ** 2)
 
 
-def banana(z, data):
+def banana(z, data, shared):
     """x ~ N(0, 1), y | x ~ N(x**2 / 2, 0.5**2): E[y] = 0.5, Var[y] = 0.75, a curved target."""
-    del data
+    del data, shared
     x, y = z[0], z[1]
     return 0.5 * x**2 + 0.5 * ((y - 0.5 * x**2) / 0.5) ** 2
 
@@ -118,7 +119,7 @@ def test_curved_target_agrees_with_numpyro_nuts():
     y = np.asarray(out.z[..., 1], dtype=float)
     assert abs(y.mean() - 0.5) < 4 * float(az.mcse(y, method="mean"))
     assert abs(y.std() - np.sqrt(0.75)) < 4 * float(az.mcse(y, method="sd"))
-    mcmc = MCMC(NUTS(potential_fn=lambda z: banana(z, None)), num_warmup=500, num_samples=8000, progress_bar=False)
+    mcmc = MCMC(NUTS(potential_fn=lambda z: banana(z, None, None)), num_warmup=500, num_samples=8000, progress_bar=False)
     mcmc.run(jax.random.key(6), init_params=jnp.zeros(2), extra_fields=("num_steps",))
     ours = out.num_steps[:, 500:].mean()
     theirs = float(np.mean(mcmc.get_extra_fields()["num_steps"]))

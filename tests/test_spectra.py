@@ -33,7 +33,7 @@ def test_zero_ivar_pixels_are_masked_and_masked_pixels_get_zero_ivar():
 @pytest.mark.parametrize(
     "wave, flux, ivar, match",
     [
-        (WAVE[::-1], np.ones(11), np.ones(11), "strictly increase"),
+        (WAVE[::-1], np.ones(11), np.ones(11), "strictly increasing"),
         (WAVE, np.ones(10), np.ones(11), "shapes disagree"),
         (WAVE, np.ones(11), -np.ones(11), "negative inverse variance"),
         (WAVE, np.ones(11), np.full(11, np.nan), "NaN or inf"),

@@ -40,9 +40,11 @@ pixel order (or, without the Jacobian, the gradient and second-order term
 from two flux-sized products).
 
 Precision: the emulator computes in the dtype of its arrays. It never changes
-JAX's global configuration; arrays built while ``jax_enable_x64`` is off are
-float32. Use :meth:`Emulator.astype` to change precision (float64 needs
-``jax.config.update("jax_enable_x64", True)`` first).
+JAX's global configuration. Float64 arrays exist only where 64-bit JAX is on:
+inside :func:`bayesslam.float64` (a scoped switch, which bayesslam's own
+entry points use) or with ``jax_enable_x64`` set by the user; outside, JAX
+computes a float64 emulator in float32. Use :meth:`Emulator.astype` to change
+precision.
 
 This module imports no scikit-learn.
 """
@@ -267,7 +269,7 @@ class Emulator:
     def astype(self, dtype: Any) -> "Emulator":
         """Return a copy whose floating arrays have ``dtype`` (e.g. ``jnp.float32``).
 
-        Float64 is only available after ``jax.config.update("jax_enable_x64", True)``.
+        Float64 is only available with 64-bit JAX on (inside :func:`bayesslam.float64`).
         """
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
@@ -352,7 +354,7 @@ def build_emulator(
         ``True`` for untrained pixels (default: none).
     dtype : dtype, optional
         Floating dtype of the arrays (default: JAX's default float, i.e.
-        float64 if ``jax_enable_x64`` is on, else float32).
+        float64 with 64-bit JAX on, else float32).
 
     Returns
     -------

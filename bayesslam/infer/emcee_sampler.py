@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import emcee
 import jax
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from bayesslam._precision import in_float64
 from bayesslam.errors import BayesSlamError
-from bayesslam.infer.model import NoiseModel, slam_model
+from bayesslam.infer.model import NoiseModel, StaticModel, slam_model, split_model
 from bayesslam.infer.priors import LabelPrior
 from bayesslam.infer.results import (
     Posterior,
@@ -35,6 +35,21 @@ __all__ = ["log_posterior_fn", "sample_emcee"]
 logger = logging.getLogger(__name__)
 
 
+@functools.partial(jax.jit, static_argnames=("prior", "static_model"))
+def _walker_log_density(shared: Any, theta: jax.Array, flux: jax.Array, ivar: jax.Array, *, prior: LabelPrior,
+                        static_model: StaticModel | None) -> jax.Array:
+    """Log density of each walker's labels (compiled once per prior and model shapes)."""
+    model = static_model.value if static_model is not None else shared
+    bound = functools.partial(slam_model, model, prior=prior, noise=NoiseModel())
+
+    def one(labels: jax.Array) -> jax.Array:
+        params = {name: labels[k][None] for k, name in enumerate(prior.names)}
+        lp, _ = log_density(bound, (ivar[None], flux[None]), {}, params)
+        return jnp.where(prior.in_support(labels), lp, -jnp.inf)
+
+    return jax.vmap(one)(theta)
+
+
 def log_posterior_fn(model, prior: LabelPrior, noise: NoiseModel = NoiseModel()):
     """The model's log density of label vectors for one star, jitted and vectorized.
 
@@ -44,18 +59,16 @@ def log_posterior_fn(model, prior: LabelPrior, noise: NoiseModel = NoiseModel())
         ``f(labels (n_walkers, n_label), flux (n_pix,), ivar (n_pix,)) -> (n_walkers,)``,
         ``-inf`` outside the prior's support. Only the labels are free (noise
         inflation parameters are not supported here).
+
+    Raises
+    ------
+    BayesSlamError
+        If ``noise`` asks for noise-inflation parameters.
     """
     if noise.fit_scale or noise.fit_jitter:
         raise BayesSlamError("the emcee path samples labels only; switch noise inflation off or use NUTS.")
-    bound = functools.partial(slam_model, model, prior=prior, noise=noise)
-    names = prior.names
-
-    def one(theta: jax.Array, flux: jax.Array, ivar: jax.Array) -> jax.Array:
-        params = {name: theta[k][None] for k, name in enumerate(names)}
-        lp, _ = log_density(bound, (ivar[None], flux[None]), {}, params)
-        return jnp.where(prior.in_support(theta), lp, -jnp.inf)
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+    shared, static_model = split_model(model)
+    return functools.partial(_walker_log_density, shared, prior=prior, static_model=static_model)
 
 
 @in_float64

@@ -56,14 +56,16 @@ from bayesslam._precision import in_float64
 from bayesslam.emulator import (
     Emulator,
     LeastSquaresTerms,
+    flux_grouped,
     label_jacobian,
     least_squares_terms,
     weighted_flux_derivatives,
 )
-from bayesslam.errors import SpectrumValidationError
 from bayesslam.infer.likelihood import pixel_variance, usable
+from bayesslam.infer.model import split_model
 from bayesslam.infer.priors import LabelPrior, default_prior
 from bayesslam.infer.results import FitStatus, MapResult
+from bayesslam.spectra import check_arrays
 
 __all__ = [
     "ForwardModel",
@@ -230,8 +232,26 @@ class _Stage(NamedTuple):
     dtol_floor: float
 
 
+class _HostArrays(NamedTuple):
+    """Numpy copies of a solver's label arrays, for the host side of :func:`fit_map`."""
+
+    grid_labels: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    z_lo: np.ndarray
+    z_hi: np.ndarray
+
+
 class _Solver:
-    """Compiled pieces of the batched MAP for one forward model and prior.
+    """The batched MAP for one forward model and prior: its arrays, and its steps as methods.
+
+    A solver is a JAX pytree: its arrays (the forward model when that is a
+    pytree, such as an :class:`~bayesslam.emulator.Emulator`, the emulated
+    spectra at the training labels and the label standardization) are leaves,
+    the prior and the kind of forward model are static. The compiled steps
+    (:func:`_advance`, :func:`_grid_start`, :func:`_scan`, :func:`_covariance`)
+    take the solver as an argument, so their programs are reused for every
+    model of the same shapes and every equal prior.
 
     The state of a batch is a dict of arrays with the stars on the first
     axis: ``z`` (standardized labels), ``phi`` (objective), ``chi2``, ``g``
@@ -241,40 +261,66 @@ class _Solver:
     ``converged`` and ``skip`` (no data).
     """
 
+    _LEAVES = ("model", "low", "grid", "reference", "grid_offsets", "grid_jacobian", "mean", "scale", "z_lo", "z_hi",
+               "box_precision")
+
     def __init__(self, model: ForwardModel, prior: LabelPrior) -> None:
         training = np.asarray(model.training_labels, dtype=float)
-        self.model = model
-        self.prior = prior
-        self.grid_labels = training
-        self.mean = training.mean(axis=0)
-        self.scale = training.std(axis=0)
-        self.n_label = self.mean.size
+        mean = training.mean(axis=0)
+        scale = training.std(axis=0)
         bounds = prior.bounds
-        self.z_lo = (bounds[:, 0] - self.mean) / self.scale
-        self.z_hi = (bounds[:, 1] - self.mean) / self.scale
+        z_lo = (bounds[:, 0] - mean) / scale
+        z_hi = (bounds[:, 1] - mean) / scale
         # A uniform label's prior enters the Laplace precision as a Gaussian of the same
         # variance (width**2 / 12): negligible for labels the spectrum constrains, and it
         # keeps sigma at the prior's for labels the spectrum does not constrain.
         uniform = np.array([isinstance(d, dist.Uniform) for d in prior.marginals])
-        width_z = np.where(uniform, self.z_hi - self.z_lo, np.inf)
-        self.box_precision = np.diag(np.where(uniform, 12.0 / width_z**2, 0.0))
+        width_z = np.where(uniform, z_hi - z_lo, np.inf)
+        self.host = _HostArrays(training, mean, scale, z_lo, z_hi)
+        self.prior = prior
         self.fast = isinstance(model, Emulator)
         self.mixed = self.fast and model.dtype == np.float64
-        self.low = model.astype(jnp.float32) if self.mixed else model
-        self.grid = jax.jit(model)(jnp.asarray(training)) if self.fast else jax.jit(jax.vmap(model))(jnp.asarray(training))
+        self.model, self.static_model = split_model(model)  # a model that is not a pytree is static
+        self.mean, self.scale, self.z_lo, self.z_hi = (jnp.asarray(a) for a in (mean, scale, z_lo, z_hi))
+        self.box_precision = jnp.asarray(np.diag(np.where(uniform, 12.0 / width_z**2, 0.0)))
+        self.low = model.astype(jnp.float32) if self.mixed else None
+        labels = jnp.asarray(training)
+        self.grid = _emulate(model, labels) if self.fast else jax.jit(jax.vmap(model))(labels)
+        self.reference = self.grid_offsets = self.grid_jacobian = None
         if self.mixed:
             self.reference = jnp.mean(self.grid, axis=0)
             self.grid_offsets = (self.grid - self.reference).astype(jnp.float32)
             # float32 Newton with exact Hessians, then float64 steps from the float64 gradient
             # (two flux-sized products) with the float32 Gauss-Newton matrix of the same point
-            self.grid_jacobian = jax.jit(label_jacobian)(self.low, jnp.asarray(training))
-            advance = jax.jit(self._advance(self.low, True))
-            self.stages = [_Stage(advance, jax.jit(self._grid_start), FLOAT32_DTOL),
-                           _Stage(jax.jit(self._advance(model, False)), None, 0.0)]
+            self.grid_jacobian = _jacobian(self.low, labels)
+            self.stages = [_Stage(functools.partial(_advance, self, low=True, jacobian=True),
+                                  functools.partial(_grid_start, self), FLOAT32_DTOL),
+                           _Stage(functools.partial(_advance, self, low=False, jacobian=False), None, 0.0)]
         else:
-            self.stages = [_Stage(jax.jit(self._advance(model, True)), None, 0.0)]
-        self.scan = jax.jit(self._scan)
-        self.covariance = jax.jit(self._covariance)
+            self.stages = [_Stage(functools.partial(_advance, self, low=False, jacobian=True), None, 0.0)]
+        self.scan = functools.partial(_scan, self)
+        self.covariance = functools.partial(_covariance, self)
+
+    def tree_flatten(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return tuple(getattr(self, name) for name in self._LEAVES), (self.prior, self.fast, self.mixed, self.static_model)
+
+    @classmethod
+    def tree_unflatten(cls, aux: tuple[Any, ...], leaves: tuple[Any, ...]) -> "_Solver":
+        solver = object.__new__(cls)
+        for name, value in zip(cls._LEAVES, leaves):
+            setattr(solver, name, value)
+        solver.prior, solver.fast, solver.mixed, solver.static_model = aux
+        solver.host = None  # host copies are for the host code only
+        return solver
+
+    @property
+    def forward(self) -> Any:
+        """The forward model in its own precision."""
+        return self.model if self.static_model is None else self.static_model.value
+
+    @property
+    def n_label(self) -> int:
+        return int(self.mean.shape[0])
 
     # -- the objective in standardized units --------------------------------------------
 
@@ -385,17 +431,14 @@ class _Solver:
         new["it"] = state["it"] + stepping.astype(state["it"].dtype)
         return new
 
-    def _advance(self, model: Any, jacobian: bool) -> Callable[..., dict[str, Array]]:
-        """The compiled batch step of one stage (``jacobian``: with new Gauss-Newton matrices)."""
-
-        def advance(state: dict[str, Array], flux: Array, w: Array, settings: Array) -> dict[str, Array]:
-            first = settings[3] > 0
-            active = ~state["done"] & (first | (state["it"] < state["limit"]))
-            h, d = self._trial_step(state, active & ~first)
-            t = self._evaluate(model, state["z"] + d, flux, w, jacobian)
-            return self._update(state, t, h, d, active, settings, jacobian)
-
-        return advance
+    def _advance(self, model: Any, jacobian: bool, state: dict[str, Array], flux: Array, w: Array,
+                 settings: Array) -> dict[str, Array]:
+        """One iteration of a batch with ``model`` (``jacobian``: with new Gauss-Newton matrices)."""
+        first = settings[3] > 0
+        active = ~state["done"] & (first | (state["it"] < state["limit"]))
+        h, d = self._trial_step(state, active & ~first)
+        t = self._evaluate(model, state["z"] + d, flux, w, jacobian)
+        return self._update(state, t, h, d, active, settings, jacobian)
 
     def _grid_start(self, state: dict[str, Array], flux: Array, w: Array, settings: Array) -> dict[str, Array]:
         """The first stage's start at the scan's training labels, from the precomputed grid.
@@ -437,39 +480,58 @@ class _Solver:
         return dict(covariance=cov_z * (self.scale[:, None] * self.scale[None, :]))
 
 
-_SOLVERS: dict[tuple[int, int], tuple[Any, Any, _Solver]] = {}
+jax.tree_util.register_pytree_node(_Solver, _Solver.tree_flatten, _Solver.tree_unflatten)
 
 
-def _solver(model: ForwardModel, prior: LabelPrior) -> _Solver:
-    """Cached :class:`_Solver`: compiled code is reused for the same model and prior objects."""
-    key = (id(model), id(prior))
-    if key not in _SOLVERS:
-        if len(_SOLVERS) >= 4:
-            _SOLVERS.pop(next(iter(_SOLVERS)))
-        _SOLVERS[key] = (model, prior, _Solver(model, prior))  # holding them keeps their ids valid
-    return _SOLVERS[key][2]
+_emulate = jax.jit(flux_grouped)
+_jacobian = jax.jit(label_jacobian)
+
+
+@functools.partial(jax.jit, static_argnames=("low", "jacobian"))
+def _advance(solver: _Solver, state: dict[str, Array], flux: Array, w: Array, settings: Array, *, low: bool,
+             jacobian: bool) -> dict[str, Array]:
+    """One iteration of a batch, compiled (``low``: with the float32 copy of the emulator)."""
+    return solver._advance(solver.low if low else solver.forward, jacobian, state, flux, w, settings)
+
+
+@jax.jit
+def _grid_start(solver: _Solver, state: dict[str, Array], flux: Array, w: Array, settings: Array) -> dict[str, Array]:
+    """The first stage's start at the scan's training labels, compiled."""
+    return solver._grid_start(state, flux, w, settings)
+
+
+@jax.jit
+def _scan(solver: _Solver, state: dict[str, Array], flux: Array, w: Array) -> dict[str, Array]:
+    """The coarse scan over the training labels, compiled."""
+    return solver._scan(state, flux, w)
+
+
+@jax.jit
+def _covariance(solver: _Solver, state: dict[str, Array], flux: Array, w: Array) -> dict[str, Array]:
+    """The Laplace covariance, compiled."""
+    return solver._covariance(state, flux, w)
 
 
 def check_spectra(model: ForwardModel, flux: np.ndarray, ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate normalized spectra against a model's grid; non-finite flux becomes a masked pixel.
+
+    The checks are :func:`bayesslam.spectra.check_arrays` on the model's
+    wavelength grid (its pixel count for a forward model without ``wave``).
+
+    Returns
+    -------
+    (flux, ivar) : numpy.ndarray
+        ``(n_star, n_pix)`` float64 copies; masked pixels have ivar 0.
 
     Raises
     ------
     SpectrumValidationError
         For spectra on another grid, or negative / non-finite ivar.
     """
-    flux = np.atleast_2d(np.asarray(flux, dtype=float))
-    ivar = np.atleast_2d(np.asarray(ivar, dtype=float))
     n_pix = int(np.shape(model.model_variance)[0])
-    if flux.shape != ivar.shape or flux.shape[1] != n_pix:
-        raise SpectrumValidationError(
-            f"spectra of shape {flux.shape} (ivar {ivar.shape}) do not match the model's {n_pix} pixels; "
-            "prepare them on the model's wavelength grid (bayesslam prepare) first."
-        )
-    if not np.all(np.isfinite(ivar)) or np.any(ivar < 0):
-        raise SpectrumValidationError("ivar must be finite and >= 0 (0 for masked pixels).")
-    ivar = np.where(np.isfinite(flux), ivar, 0.0)
-    flux = np.where(np.isfinite(flux), flux, 0.0)
+    wave = np.asarray(getattr(model, "wave", np.arange(1.0, n_pix + 1.0)), dtype=float)
+    _, flux, ivar, _ = check_arrays(wave, np.atleast_2d(flux), np.atleast_2d(ivar), what="spectra",
+                                    hint="Prepare them on the model's wavelength grid first (bayesslam.prepare).")
     return flux, ivar
 
 
@@ -498,12 +560,12 @@ def _apply(fn: Callable[..., dict[str, Array]], state: dict[str, np.ndarray], st
 
 
 def _initial_state(solver: _Solver, index: np.ndarray, n_pix: int, skip: np.ndarray, max_iter: int) -> dict[str, np.ndarray]:
-    """State of all stars at the scan's training labels ``solver.grid_labels[index]``."""
-    start = solver.grid_labels[index]
+    """State of all stars at the scan's training labels ``solver.host.grid_labels[index]``."""
+    start = solver.host.grid_labels[index]
     n_star, n_label = start.shape
     return dict(
         index=index,
-        z=np.clip((start - solver.mean) / solver.scale, solver.z_lo, solver.z_hi),
+        z=np.clip((start - solver.host.mean) / solver.host.scale, solver.host.z_lo, solver.host.z_hi),
         z_jac=np.zeros((n_star, n_label)),
         phi=np.zeros(n_star),
         chi2=np.zeros(n_star),
@@ -557,10 +619,9 @@ def fit_map(
         Newton decrement, in log-posterior units) is below ``dtol``. The last
         (float64) stage ends on these tests computed with the float64 gradient.
     chunk_size : int
-        Most stars per compiled batch (64 was fastest on a 2-core CPU among
-        16-512: a batch's working set stays in the CPU caches); batches of the
-        still-active stars are padded to a power of two, so there are few
-        compilations.
+        Most stars per compiled batch (a batch's working set should stay in
+        the CPU caches; docs/benchmarks.md); batches of the still-active stars
+        are padded to a power of four times 16, so there are few compilations.
     progress : bool
         Show a progress bar (stars done, per stage).
 
@@ -572,7 +633,7 @@ def fit_map(
     prior = prior or default_prior(model)
     n_star, n_label = flux.shape[0], len(model.label_names)
     chunk = max(1, int(chunk_size))
-    solver = _solver(model, prior)
+    solver = _Solver(model, prior)
     w = np.asarray(_weights(jnp.asarray(ivar), jnp.asarray(model.model_variance)), dtype=float)
     n_good = np.sum(w > 0, axis=1)
     flux = np.where(w > 0, flux, 0.0)
@@ -582,7 +643,7 @@ def fit_map(
     scan = {"index": np.zeros(n_star, dtype=np.int64)}
     _apply(solver.scan, scan, everyone, flux, w, chunk, whole=True)
     state = _initial_state(solver, scan["index"], flux.shape[1], skip, max_iter)
-    start = solver.grid_labels[scan["index"]]
+    start = solver.host.grid_labels[scan["index"]]
     with tqdm(total=n_star * len(solver.stages), disable=not progress, desc="MAP", unit="star") as bar:
         for number, stage in enumerate(solver.stages):
             stage_dtol = max(dtol, stage.dtol_floor)
@@ -601,7 +662,7 @@ def fit_map(
     # where the float64 stage moved them by more than JACOBIAN_REFRESH sigma
     state["covariance"] = np.zeros((n_star, n_label, n_label))
     _apply(solver.covariance, state, everyone, flux, w, chunk, whole=True)
-    sigma_z = np.sqrt(np.clip(np.diagonal(state["covariance"], axis1=1, axis2=2), 1e-300, None)) / solver.scale
+    sigma_z = np.sqrt(np.clip(np.diagonal(state["covariance"], axis1=1, axis2=2), 1e-300, None)) / solver.host.scale
     stale = np.where((np.max(np.abs(state["z"] - state["z_jac"]) / sigma_z, axis=1) > JACOBIAN_REFRESH) & ~skip)[0]
     if stale.size:
         # the first stage's start evaluation computes it (and the rest, in that stage's precision)
@@ -626,11 +687,11 @@ def _result(solver: _Solver, model: ForwardModel, state: dict[str, np.ndarray], 
     finite = np.isfinite(state["phi"]) & np.all(np.isfinite(cov), axis=(1, 2))
     status = np.where(finite, status, int(FitStatus.NOT_FINITE))
     with np.errstate(invalid="ignore"):
-        tol = 1e-9 * (solver.z_hi - solver.z_lo)
-        at_bound = (z <= solver.z_lo + tol) | (z >= solver.z_hi - tol)
+        tol = 1e-9 * (solver.host.z_hi - solver.host.z_lo)
+        at_bound = (z <= solver.host.z_lo + tol) | (z >= solver.host.z_hi - tol)
     result = MapResult(
         label_names=tuple(model.label_names),
-        labels=solver.mean + solver.scale * z,
+        labels=solver.host.mean + solver.host.scale * z,
         covariance=cov,
         sigma=sigma,
         correlation=corr,

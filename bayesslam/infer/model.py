@@ -8,6 +8,7 @@ prior predictive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,33 @@ from jax import Array
 from bayesslam.infer.likelihood import flux_distribution
 from bayesslam.infer.priors import LabelPrior
 
-__all__ = ["NoiseModel", "slam_model"]
+__all__ = ["NoiseModel", "StaticModel", "split_model", "slam_model"]
+
+
+class StaticModel:
+    """A forward model that is not a JAX pytree, held as static data of compiled code: equal only to itself.
+
+    Compiled inference code takes the forward model as an argument when it is
+    a pytree (an :class:`~bayesslam.emulator.Emulator` is), so one program
+    serves every model of the same shapes. Any other callable is static
+    data instead, and the code is compiled once per model object.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StaticModel) and other.value is self.value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+
+def split_model(model: Any) -> tuple[Any, StaticModel | None]:
+    """``(model, None)`` for a pytree forward model, ``(None, StaticModel(model))`` for any other."""
+    if jax.tree_util.all_leaves([model]):
+        return None, StaticModel(model)
+    return model, None
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,8 @@ Why this module exists: ``vmap`` over NumPyro's NUTS kernel runs a batch of
 chains in lock-step. Each NUTS iteration builds a trajectory of a random
 length (1 to 2**max_tree_depth leapfrog steps), and a vmapped ``while_loop``
 runs until the longest lane is done, so every iteration costs the batch
-maximum. Measured on the default model (16 stars, 1000 + 1000 iterations):
-the batch took 50,100 lock-step leapfrog steps while the lanes needed 15,300
-on average, i.e. 70% of the batched gradients were thrown away.
+maximum: on the default model most of the batched gradients are thrown
+away (docs/sampling.md has the count).
 
 Here every lane is a small state machine that advances by exactly **one
 leapfrog step** per loop iteration: a lane whose trajectory ends makes its
@@ -60,7 +59,8 @@ __all__ = ["MAX_DELTA_ENERGY", "NutsDraws", "bucket_sizes", "build_nuts_runner"]
 #: Energy error beyond which a trajectory counts as divergent (NumPyro's default).
 MAX_DELTA_ENERGY = 1000.0
 
-#: Potential of one run: ``potential(z, data) -> scalar`` with ``data`` that run's pytree of arrays.
+#: Potential of one run: ``potential(z, data, shared) -> scalar`` with ``data`` that run's pytree of arrays
+#: and ``shared`` the pytree shared by all runs (e.g. the emulator).
 Potential = Callable[[jax.Array, Any], jax.Array]
 
 
@@ -163,9 +163,12 @@ def build_nuts_runner(
     Parameters
     ----------
     potential : callable
-        ``potential(z, data)``: negative log density of one run at the
-        unconstrained point ``z`` (``(dim,)``); ``data`` is that run's slice
-        of the ``data`` pytree given to the runner. Must be differentiable.
+        ``potential(z, data, shared)``: negative log density of one run at
+        the unconstrained point ``z`` (``(dim,)``); ``data`` is that run's
+        slice of the ``data`` pytree given to the runner and ``shared`` the
+        runner's ``shared`` pytree (the same for all runs: pass the model
+        here, so that one compiled runner serves every model of the same
+        shapes). Must be differentiable in ``z``.
     num_warmup, num_samples : int
         Iterations per run.
     n_lanes : int
@@ -176,7 +179,7 @@ def build_nuts_runner(
     Returns
     -------
     callable
-        ``runner(keys, z0, inverse_mass_matrix, data, n_valid, on_done=None) -> NutsDraws``
+        ``runner(keys, z0, inverse_mass_matrix, data, n_valid, on_done=None, shared=None) -> NutsDraws``
         with ``keys (n_run,)``, ``z0 (n_run, dim)``,
         ``inverse_mass_matrix (n_run, dim)`` (initial diagonal), ``data``
         a pytree with leading axis ``n_run``, ``n_valid`` the number of runs
@@ -189,10 +192,10 @@ def build_nuts_runner(
     _, wa_update = warmup_adapter(num_warmup, find_reasonable_step_size=None, target_accept_prob=target_accept_prob)
     value_and_grad = jax.value_and_grad(potential)
 
-    def init_run(key, z0, inverse_mass, data):
+    def init_run(key, z0, inverse_mass, data, shared):
         """Potential, gradient, step-size search and adaptation state of one run."""
-        pe, grad = value_and_grad(z0, data)
-        pe_fn = lambda z: potential(z, data)  # noqa: E731
+        pe, grad = value_and_grad(z0, data, shared)
+        pe_fn = lambda z: potential(z, data, shared)  # noqa: E731
         search = lambda step, imm, z_info, k: find_reasonable_step_size(  # noqa: E731
             pe_fn, kinetic, momentum_generator, step, imm, z_info, k
         )
@@ -281,7 +284,7 @@ def build_nuts_runner(
 
     sizes = bucket_sizes(n_lanes)
 
-    def gradients(z, active, lane_data):
+    def gradients(z, active, lane_data, shared):
         """Potential and gradient of the active lanes, computed on the smallest bucket of lanes that holds them.
 
         Lanes go idle only when the queue is empty (the tail of a call);
@@ -292,9 +295,10 @@ def build_nuts_runner(
         def on_bucket(size):
             def evaluate(z, active):
                 if size == n_lanes:
-                    return jax.vmap(value_and_grad)(z, lane_data)
+                    return jax.vmap(value_and_grad, in_axes=(0, 0, None))(z, lane_data, shared)
                 lanes_in = jnp.argsort(~active, stable=True)[:size]  # active lanes first
-                pe, grad = jax.vmap(value_and_grad)(z[lanes_in], jax.tree.map(lambda a: a[lanes_in], lane_data))
+                pe, grad = jax.vmap(value_and_grad, in_axes=(0, 0, None))(
+                    z[lanes_in], jax.tree.map(lambda a: a[lanes_in], lane_data), shared)
                 return (jnp.zeros((n_lanes,), pe.dtype).at[lanes_in].set(pe),
                         jnp.zeros(z.shape, grad.dtype).at[lanes_in].set(grad))
             return evaluate
@@ -302,9 +306,9 @@ def build_nuts_runner(
         branch = jnp.sum(jnp.asarray(sizes) >= jnp.sum(active)) - 1  # the smallest bucket that holds them
         return jax.lax.switch(branch, [on_bucket(size) for size in sizes], z, active), branch
 
-    def runner(keys, z0, inverse_mass, data, n_valid, on_done):
+    def runner(keys, z0, inverse_mass, data, shared, n_valid, on_done):
         n_run, dim = z0.shape
-        pe0, grad0, adapt0, keys = jax.vmap(init_run)(keys, z0, inverse_mass, data)
+        pe0, grad0, adapt0, keys = jax.vmap(init_run, in_axes=(0, 0, 0, 0, None))(keys, z0, inverse_mass, data, shared)
 
         def start_lanes(runs, active):
             """Lanes at the first iteration of ``runs``."""
@@ -333,7 +337,7 @@ def build_nuts_runner(
         def body(state):
             lanes, lane_data, next_run, out, n_step = state
             lanes, drift = jax.vmap(begin_step)(lanes)
-            (pe, z_grad), branch = gradients(drift.z_new, lanes.active, lane_data)
+            (pe, z_grad), branch = gradients(drift.z_new, lanes.active, lane_data, shared)
             lanes, (rec, it, z, div, steps) = jax.vmap(end_step)(lanes, drift, pe, z_grad)
             draws, diverging, num_steps, step_size, inverse_mass_out = out
             run = jnp.where(rec, lanes.run, n_run)  # n_run: dropped
@@ -363,10 +367,10 @@ def build_nuts_runner(
     progress: list[Callable[[int], None]] = [lambda n: None]
     compiled = jax.jit(lambda *a: runner(*a, lambda n: progress[0](int(n))))
 
-    def run(keys, z0, inverse_mass, data, n_valid, on_done=None) -> NutsDraws:
+    def run(keys, z0, inverse_mass, data, n_valid, on_done=None, shared=None) -> NutsDraws:
         progress[0] = on_done or (lambda n: None)
         try:
-            (draws, diverging, num_steps, step_size, imm), n_step = compiled(keys, z0, inverse_mass, data, n_valid)
+            (draws, diverging, num_steps, step_size, imm), n_step = compiled(keys, z0, inverse_mass, data, shared, n_valid)
         finally:
             progress[0] = lambda n: None
         return NutsDraws(np.asarray(draws), np.asarray(diverging), np.asarray(num_steps), np.asarray(step_size),

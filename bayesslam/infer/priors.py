@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,9 +41,18 @@ class PriorError(BayesSlamError, ValueError):
     """A prior is malformed (NaN parameters, unknown label, non-scalar distribution)."""
 
 
-@dataclass(frozen=True)
+def _array_key(value: Any) -> tuple:
+    """A hashable fingerprint of an array's dtype, shape and bytes."""
+    array = np.asarray(value)
+    return (array.dtype.str, array.shape, array.tobytes())
+
+
+@dataclass(frozen=True, eq=False)
 class TrainingDensity:
     """Gaussian kernel density estimate of training labels (standardized space).
+
+    Two densities of the same points and bandwidth compare (and hash) equal,
+    so that compiled code that uses one is reused for the other.
 
     Parameters
     ----------
@@ -66,6 +75,15 @@ class TrainingDensity:
             n, d = points.shape
             object.__setattr__(self, "bandwidth", float(n ** (-1.0 / (d + 4))))
 
+    def _key(self) -> tuple:
+        return (_array_key(self.points), float(self.bandwidth))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TrainingDensity) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     @property
     def scale(self) -> np.ndarray:
         """Per-label standard deviation of the training labels."""
@@ -83,6 +101,10 @@ class TrainingDensity:
         log_norm = math.log(n) + d * math.log(h) + 0.5 * d * math.log(2 * math.pi) + float(np.sum(np.log(scale)))
         return jax.scipy.special.logsumexp(-0.5 * d2 / h**2, axis=-1) - log_norm
 
+    def __call__(self, theta: Array) -> Array:
+        """The log density (:meth:`log_density`): a density is a prior's joint term."""
+        return self.log_density(theta)
+
     def leave_one_out_log_density(self) -> np.ndarray:
         """Log density of each training point with itself left out (for domain thresholds)."""
         mean, scale = self.points.mean(axis=0), self.scale
@@ -97,9 +119,13 @@ class TrainingDensity:
         return (top[:, 0] + np.log(np.exp(logk - top).sum(axis=1))) - log_norm
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LabelPrior:
     """A prior over labels: one scalar distribution per label and an optional joint term.
+
+    Priors compare (and hash) by value: the same names, distributions of the
+    same kinds and parameters, and the same joint term. Compiled inference
+    code is keyed on the prior, so an equal prior built again reuses it.
 
     Parameters
     ----------
@@ -117,6 +143,21 @@ class LabelPrior:
     marginals: tuple[dist.Distribution, ...]
     joint_log_density: Callable[[Array], Array] | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        marginals = []
+        for d in self.marginals:
+            leaves, treedef = jax.tree_util.tree_flatten(d)
+            marginals.append((treedef, tuple(_array_key(leaf) for leaf in leaves)))
+        key = (tuple(self.names), tuple(marginals), self.joint_log_density, self.description)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelPrior) and self._key == other._key
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def is_box(self) -> bool:
@@ -163,21 +204,9 @@ def _bounds(names: Sequence[str], bounds: np.ndarray) -> np.ndarray:
     return bounds
 
 
-_DEFAULT_PRIORS: dict[int, tuple[object, LabelPrior]] = {}
-
-
 def default_prior(model) -> LabelPrior:
-    """The uniform box prior of a model (``label_names``, ``label_bounds``), one object per model.
-
-    Returning the same object for the same model lets compiled samplers be reused.
-    """
-    entry = _DEFAULT_PRIORS.get(id(model))
-    if entry is None or entry[0] is not model:
-        entry = (model, box_prior(model.label_names, np.asarray(model.label_bounds)))
-        if len(_DEFAULT_PRIORS) > 8:
-            _DEFAULT_PRIORS.clear()
-        _DEFAULT_PRIORS[id(model)] = entry
-    return entry[1]
+    """The uniform box prior of a model (its ``label_names`` and ``label_bounds``)."""
+    return box_prior(model.label_names, np.asarray(model.label_bounds))
 
 
 def box_prior(names: Sequence[str], bounds: np.ndarray) -> LabelPrior:
@@ -195,7 +224,7 @@ def training_density_prior(
     kde = TrainingDensity(np.asarray(training_labels, dtype=float), bandwidth)
     if kde.points.shape[1] != len(names):
         raise PriorError(f"training labels have {kde.points.shape[1]} columns for {len(names)} labels.")
-    return LabelPrior(box.names, box.marginals, kde.log_density,
+    return LabelPrior(box.names, box.marginals, kde,
                       f"training box x Gaussian KDE of {kde.points.shape[0]} training labels (h = {kde.bandwidth:.3f})")
 
 

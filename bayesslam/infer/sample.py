@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from bayesslam._precision import in_float64
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.infer.map import check_spectra, fit_map
-from bayesslam.infer.model import NoiseModel, slam_model
+from bayesslam.infer.model import NoiseModel, StaticModel, slam_model, split_model
 from bayesslam.infer.nuts import build_nuts_runner
 from bayesslam.infer.priors import LabelPrior, default_prior
 from bayesslam.infer.results import (
@@ -70,25 +70,6 @@ def initial_labels(model, prior: LabelPrior, flux, ivar, init_labels,
     return fit.labels, fit.sigma
 
 
-_RUNNERS: dict[tuple, tuple[Any, Any, Any]] = {}
-_RUNNER_CACHE_SIZE = 4
-
-
-def _nuts_runner(model, prior: LabelPrior, noise: NoiseModel, num_warmup: int, num_samples: int,
-                 target_accept_prob: float, max_tree_depth: int, n_lanes: int, emulator_dtype: str | None):
-    """Cached :func:`_build_nuts_runner` (compiling NUTS takes seconds; reuse it across calls)."""
-    key = (id(model), id(prior), noise, num_warmup, num_samples, target_accept_prob, max_tree_depth, n_lanes,
-           emulator_dtype)
-    if key not in _RUNNERS:
-        if len(_RUNNERS) >= _RUNNER_CACHE_SIZE:
-            _RUNNERS.pop(next(iter(_RUNNERS)))
-        emulator = _in_precision(model, emulator_dtype)
-        runner = _build_nuts_runner(emulator, prior, noise, num_warmup, num_samples, target_accept_prob,
-                                    max_tree_depth, n_lanes)
-        _RUNNERS[key] = (model, prior, runner)  # holding model and prior keeps their ids valid
-    return _RUNNERS[key][2]
-
-
 def _in_precision(model, emulator_dtype: str | None):
     """The model with its arrays in ``emulator_dtype`` (models without ``astype`` are used as they are)."""
     if emulator_dtype not in ("float32", "float64", None):
@@ -98,20 +79,27 @@ def _in_precision(model, emulator_dtype: str | None):
     return model.astype(emulator_dtype)
 
 
-def _build_nuts_runner(model, prior: LabelPrior, noise: NoiseModel, num_warmup: int, num_samples: int,
-                       target_accept_prob: float, max_tree_depth: int, n_lanes: int):
+@functools.lru_cache(maxsize=8)
+def _nuts_runner(prior: LabelPrior, noise: NoiseModel, num_warmup: int, num_samples: int, target_accept_prob: float,
+                 max_tree_depth: int, n_lanes: int, static_model: StaticModel | None):
     """NUTS (:func:`bayesslam.infer.nuts.build_nuts_runner`) on the potential of :func:`slam_model` for one star.
 
-    The unconstrained sites of one star are a flat vector in the order of
-    :func:`_site_supports`; the potential is NumPyro's ``potential_energy``
-    of the model with a plate of one star.
+    The model is the runner's ``shared`` argument (a pytree, e.g. an
+    :class:`~bayesslam.emulator.Emulator`), so one compiled runner serves
+    every model of the same shapes; runners are kept for equal priors and
+    settings (compiling NUTS takes seconds). A model that is not a pytree is
+    part of the key instead (``static_model``). The unconstrained sites of
+    one star are a flat vector in the order of :func:`_site_supports`; the
+    potential is NumPyro's ``potential_energy`` of the model with a plate of
+    one star.
     """
-    bound = functools.partial(slam_model, model, prior=prior, noise=noise)
     names = tuple(_site_supports(prior, noise))
 
-    def potential(z: jax.Array, data: tuple[jax.Array, jax.Array]) -> jax.Array:
+    def potential(z: jax.Array, data: tuple[jax.Array, jax.Array], shared: Any) -> jax.Array:
         flux, ivar = data
+        model = static_model.value if static_model is not None else shared
         params = {name: z[k][None] for k, name in enumerate(names)}
+        bound = functools.partial(slam_model, model, prior=prior, noise=noise)
         return potential_energy(bound, (ivar[None], flux[None]), {}, params)
 
     return build_nuts_runner(potential, num_warmup=num_warmup, num_samples=num_samples, n_lanes=n_lanes,
@@ -187,8 +175,8 @@ def sample_nuts(
     (step size and diagonal mass matrix). ``batch_size`` runs advance
     together, one batched leapfrog step at a time, each on its own
     trajectory, and a run that ends hands its lane to the next run
-    (:mod:`bayesslam.infer.nuts`; measured against vmapped NumPyro NUTS and a loop
-    over ``numpyro.infer.MCMC`` in ``benchmarks/bench_inference.py``).
+    (:mod:`bayesslam.infer.nuts`; ``benchmarks/bench_inference.py`` compares
+    it with vmapped NumPyro NUTS and a loop over ``numpyro.infer.MCMC``).
     When the start is the MAP, its Laplace sigmas set the initial mass
     matrix.
 
@@ -208,9 +196,9 @@ def sample_nuts(
         Per star.
     batch_size : int
         Runs (star-chains) advanced together: one batched emulator gradient
-        per step (measured on 2 cores, float32, default model: 34-40 us per
-        run and step with 128, 38-45 with 64, ~80 with 16). When the queue of a
-        call runs dry the gradient shrinks with the lanes still busy.
+        per step; larger batches cost less per run and step (docs/benchmarks.md).
+        When the queue of a call runs dry the gradient shrinks with the lanes
+        still busy.
     init_labels : numpy.ndarray, optional
         Starting labels ``(n_star, n_label)``; default the MAP.
     init_sigma : numpy.ndarray, optional
@@ -247,8 +235,10 @@ def sample_nuts(
     n_run = star_of.size
     n_lanes = max(1, min(batch_size, n_run))
     chunk = min(n_run, n_lanes * RUNS_PER_LANE)
-    runner = _nuts_runner(model, prior, noise, num_warmup, num_samples, target_accept_prob, max_tree_depth, n_lanes,
-                          emulator_dtype)
+    emulator = _in_precision(model, emulator_dtype)
+    shared, static_model = split_model(emulator)
+    runner = _nuts_runner(prior, noise, num_warmup, num_samples, target_accept_prob, max_tree_depth, n_lanes,
+                          static_model)
     keys = jax.random.split(rng_key, n_run)
     z_draws, div_draws = [], []
     n_lock = 0
@@ -261,7 +251,7 @@ def sample_nuts(
             idx = np.where(idx < n_run, idx, lo)  # pad the last chunk (padding runs are never started)
             stars = star_of[idx]
             out = runner(keys[idx], jnp.asarray(z_start[stars]), jnp.asarray(mass_start[stars]),
-                         (jnp.asarray(flux[stars]), jnp.asarray(ivar[stars])), n_valid, bar.update)
+                         (jnp.asarray(flux[stars]), jnp.asarray(ivar[stars])), n_valid, bar.update, shared=shared)
             z_draws.append(out.z[:n_valid])
             div_draws.append(out.diverging[:n_valid])
             steps.append(out.num_steps[:n_valid])

@@ -73,7 +73,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.interpolate import BSpline, make_smoothing_spline
 
-from bayesslam.errors import AllMaskedError, NormalizationError, SpectrumValidationError
+from bayesslam.errors import AllMaskedError, NormalizationError
+from bayesslam.spectra import check_arrays
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -244,35 +245,6 @@ def usable_pixels(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray | None = 
     if mask is not None:
         good &= ~np.asarray(mask).astype(bool)
     return good
-
-
-def _validate(
-    wave: Any, flux: Any, ivar: Any, mask: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Check shapes and values at the boundary and return float arrays."""
-    wave = np.asarray(wave, dtype=float)
-    flux = np.asarray(flux, dtype=float)
-    ivar = np.asarray(ivar, dtype=float)
-    if wave.ndim != 1 or wave.size < 2:
-        raise SpectrumValidationError(f"wave must be 1-D with at least 2 pixels, got shape {wave.shape}")
-    if not np.all(np.isfinite(wave)):
-        raise SpectrumValidationError("wave contains non-finite values")
-    if np.any(np.diff(wave) <= 0):
-        raise SpectrumValidationError("wave must be strictly increasing")
-    if flux.ndim not in (1, 2) or flux.shape[-1] != wave.size:
-        raise SpectrumValidationError(
-            f"flux must have shape ({wave.size},) or (n_star, {wave.size}), got {flux.shape}"
-        )
-    if ivar.shape != flux.shape:
-        raise SpectrumValidationError(f"ivar shape {ivar.shape} differs from flux shape {flux.shape}")
-    if not np.all(np.isfinite(ivar)) or np.any(ivar < 0):
-        raise SpectrumValidationError("ivar must be finite and non-negative (use ivar = 0 for bad pixels)")
-    if mask is not None:
-        mask = np.asarray(mask)
-        if mask.shape != flux.shape:
-            raise SpectrumValidationError(f"mask shape {mask.shape} differs from flux shape {flux.shape}")
-        mask = mask.astype(bool)
-    return wave, flux, ivar, mask
 
 
 def _smoothing_spline(x: np.ndarray, y: np.ndarray, w: np.ndarray, p: float) -> BSpline:
@@ -467,7 +439,7 @@ def fit_continuum(
         min_usable=min_usable,
         min_usable_frac=min_usable_frac,
     )
-    wave, flux, ivar, mask = _validate(wave, flux, ivar, mask)
+    wave, flux, ivar, mask = check_arrays(wave, flux, ivar, mask, what="normalize")
     good = usable_pixels(flux, ivar, mask)
     return _continuum(wave, flux, ivar, good, settings)
 
@@ -523,7 +495,7 @@ def normalize(
         As :func:`fit_continuum`; unknown settings raise ``TypeError``.
     """
     cfg = ContinuumSettings(**settings)
-    wave, flux, ivar, mask = _validate(wave, flux, ivar, mask)
+    wave, flux, ivar, mask = check_arrays(wave, flux, ivar, mask, what="normalize")
     good = usable_pixels(flux, ivar, mask)
     cont = _continuum(wave, flux, ivar, good, cfg)
 

@@ -29,8 +29,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from bayesslam.errors import AllMaskedError, NoOverlapError, SpectrumValidationError
+from bayesslam.errors import AllMaskedError, NoOverlapError
 from bayesslam.grid import pixel_edges
+from bayesslam.spectra import check_arrays, check_wavelengths
 
 __all__ = [
     "COVERAGE_TOLERANCE",
@@ -80,28 +81,6 @@ class RebinResult(NamedTuple):
     coverage: np.ndarray
 
 
-def _validate_wave(wave: np.ndarray, name: str) -> np.ndarray:
-    """Return ``wave`` as a float array after checking it is a usable grid."""
-    wave = np.asarray(wave, dtype=float)
-    if wave.ndim != 1 or wave.size < 2:
-        raise SpectrumValidationError(
-            f"{name} must be a 1-D array of at least 2 wavelengths, got shape {wave.shape}."
-        )
-    if not np.all(np.isfinite(wave)) or np.any(wave <= 0):
-        raise SpectrumValidationError(
-            f"{name} must contain only finite, positive wavelengths (Angstrom)."
-        )
-    steps = np.diff(wave)
-    if np.any(steps <= 0):
-        bad = int(np.flatnonzero(steps <= 0)[0])
-        raise SpectrumValidationError(
-            f"{name} must be strictly increasing, but {name}[{bad + 1}] = {wave[bad + 1]!r} "
-            f"<= {name}[{bad}] = {wave[bad]!r}; sort the spectrum (and its flux/ivar) "
-            "by wavelength and drop duplicate pixels."
-        )
-    return wave
-
-
 def _overlap_from_edges(edges_in: np.ndarray, edges_out: np.ndarray) -> sp.csr_matrix:
     """Build the overlap matrix from two increasing edge arrays."""
     n_in = edges_in.size - 1
@@ -149,8 +128,8 @@ def overlap_matrix(wave_in: np.ndarray, wave_out: np.ndarray) -> sp.csr_matrix:
     SpectrumValidationError
         If either grid is not 1-D, finite, positive and strictly increasing.
     """
-    wave_in = _validate_wave(wave_in, "wave_in")
-    wave_out = _validate_wave(wave_out, "wave_out")
+    wave_in = check_wavelengths(wave_in, what="rebin", name="wave_in")
+    wave_out = check_wavelengths(wave_out, what="rebin", name="wave_out")
     return _overlap_from_edges(pixel_edges(wave_in), pixel_edges(wave_out))
 
 
@@ -182,46 +161,6 @@ def _normalise_rows(weights: sp.csr_matrix) -> sp.csr_matrix:
     row_sum = np.asarray(weights.sum(axis=1)).ravel()
     scale = np.divide(1.0, row_sum, out=np.zeros_like(row_sum), where=row_sum > 0)
     return sp.csr_matrix(sp.diags(scale) @ weights)
-
-
-def _validate_spectrum(
-    n_in: int,
-    flux_in: np.ndarray,
-    ivar_in: np.ndarray,
-    mask_in: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Check shapes and ivar; return 2-D float flux, ivar and bool mask."""
-    flux = np.asarray(flux_in, dtype=float)
-    ivar = np.asarray(ivar_in, dtype=float)
-    if flux.ndim not in (1, 2) or flux.shape[-1] != n_in:
-        raise SpectrumValidationError(
-            f"flux_in must have shape ({n_in},) or (n_star, {n_in}) to match wave_in, "
-            f"got {flux.shape}."
-        )
-    if ivar.shape != flux.shape:
-        raise SpectrumValidationError(
-            f"ivar_in must have the same shape as flux_in {flux.shape}, got {ivar.shape}."
-        )
-    if not np.all(np.isfinite(ivar)):
-        raise SpectrumValidationError(
-            "ivar_in contains NaN or inf; set ivar = 0 (and/or mask) for bad pixels."
-        )
-    if np.any(ivar < 0):
-        raise SpectrumValidationError(
-            f"ivar_in contains {int(np.sum(ivar < 0))} negative value(s); inverse "
-            "variances must be >= 0 (use 0 for bad pixels)."
-        )
-    if mask_in is None:
-        mask = np.zeros(flux.shape, dtype=bool)
-    else:
-        mask = np.asarray(mask_in).astype(bool)
-        if mask.shape not in (flux.shape, (n_in,)):
-            raise SpectrumValidationError(
-                f"mask_in must have the shape of flux_in {flux.shape} (or ({n_in},) to share "
-                f"one mask across a batch), got {mask.shape}."
-            )
-        mask = np.broadcast_to(mask, flux.shape)
-    return np.atleast_2d(flux), np.atleast_2d(ivar), np.atleast_2d(mask)
 
 
 def rebin(
@@ -272,10 +211,11 @@ def rebin(
     AllMaskedError
         If no output pixel is usable (for a batch: in any one row).
     """
-    wave_in = _validate_wave(wave_in, "wave_in")
-    wave_out = _validate_wave(wave_out, "wave_out")
+    wave_out = check_wavelengths(wave_out, what="rebin", name="wave_out")
     batched = np.ndim(flux_in) == 2
-    flux, ivar, mask = _validate_spectrum(wave_in.size, flux_in, ivar_in, mask_in)
+    wave_in, flux, ivar, mask = check_arrays(wave_in, flux_in, ivar_in, mask_in, what="rebin",
+                                       names=("wave_in", "flux_in", "ivar_in", "mask_in"))
+    flux, ivar, mask = np.atleast_2d(flux), np.atleast_2d(ivar), np.atleast_2d(mask)
 
     edges_in = pixel_edges(wave_in)
     edges_out = pixel_edges(wave_out)

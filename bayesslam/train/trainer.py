@@ -81,6 +81,8 @@ from bayesslam.emulator import (
     library_versions,
     utc_now,
 )
+from bayesslam.errors import SpectrumValidationError
+from bayesslam.spectra import check_arrays
 from bayesslam.train.batched import CV_RANK_TOL, CVRace, KernelCache
 from bayesslam.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -151,20 +153,22 @@ class SlamTrainer(BaseEstimator):
     cv_tol : float or None, default None
         Tolerance of the cross-validation solves (the final fits always use
         ``tol``). None: ``tol`` for libsvm, :data:`BATCHED_CV_TOL` (3e-2) for
-        the batched backend, 3.5x cheaper than ``1e-3`` (fast grid) while the
-        CV MSE stays within ~0.3% of the exact solutions' at every grid point
-        (``docs/training.md``); set it to ``tol`` to cross-validate at
-        libsvm's tolerance.
+        the batched backend, several times cheaper than ``1e-3`` (float32
+        instead of float64, fewer iterations) while the CV MSE stays within
+        ~0.3% of the exact solutions' at every grid point
+        (``docs/training.md``; costs in ``docs/benchmarks.md``); set it to
+        ``tol`` to cross-validate at libsvm's tolerance.
     cv_race : bool or None, default None
         Race the grid points through the folds (:class:`~bayesslam.train.batched.CVRace`):
         after the third fold, a pixel's point whose partial CV MSE exceeds its
         best point's by more than 2% and 3 standard errors of the paired
         fold differences is not scored on the remaining folds; the choice is
         made among the points scored on every fold, and dropped points get a
-        NaN ``cv_grid_mse_``. None: on for the batched backend (1.3x faster
-        on the paper grid, 27.6 instead of 35.9 min on 2 cores; no faster on
-        the fast grid; ``docs/training.md`` gives its agreement with the full
-        grid), off for libsvm (which does not race). False: score every point
+        NaN ``cv_grid_mse_``. None: on for the batched backend (it saves
+        time on grids with many C and epsilon values per gamma, such as the
+        paper grid, and none on the fast grid; ``docs/training.md`` gives its
+        agreement with the full grid, ``docs/benchmarks.md`` its measured
+        gain), off for libsvm (which does not race). False: score every point
         on every fold.
     cache_size : float, default 200
         libsvm kernel cache in MB for the final ``kernel="rbf"`` fits.
@@ -360,10 +364,9 @@ class SlamTrainer(BaseEstimator):
                 f"label columns {np.flatnonzero(flat).tolist()} have zero spread (one value for all stars); "
                 "drop them from the labels"
             )
-        if not np.all(np.isfinite(ivar)) or np.any(ivar < 0):
-            raise TrainingDataError("ivar must be finite and non-negative; set bad pixels to ivar = 0")
-        if not np.all(np.isfinite(flux[ivar > 0])):
-            raise TrainingDataError("flux is not finite at pixels with ivar > 0; set ivar = 0 there")
+        with np.errstate(invalid="ignore"):
+            if not np.all(np.isfinite(flux) | ~(ivar > 0)):
+                raise TrainingDataError("flux is not finite at pixels with ivar > 0; set ivar = 0 there")
         if label_names is None:
             label_names = [f"label_{i}" for i in range(n_label)]
         label_names = tuple(str(name) for name in label_names)
@@ -379,11 +382,11 @@ class SlamTrainer(BaseEstimator):
                 "the spectra's wavelength grid is required (wave=..., vacuum Angstrom): a model records the grid "
                 "it was trained on, so that spectra on another grid are refused"
             )
-        wave = np.asarray(wave, dtype=np.float64)
-        if wave.shape != (n_pix,):
-            raise TrainingDataError(f"wave has shape {wave.shape} but the spectra have {n_pix} pixels")
-        if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
-            raise TrainingDataError("wave must be finite and strictly increasing")
+        try:
+            names = ("wave", "flux", "ivar", "mask")
+            wave, flux, ivar, _ = check_arrays(wave, flux, ivar, what="training spectra", names=names)
+        except SpectrumValidationError as exc:
+            raise TrainingDataError(str(exc)) from exc
         return labels, flux, ivar, label_names, label_units, wave
 
     def _settings_record(self, grid: np.ndarray) -> dict[str, Any]:
