@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from bayesslam._precision import float64
+
 DATA = Path(__file__).parent / "data"
 
 #: Real SDSS/BOSS M-dwarf spec files shipped for tests (see tests/data/README.md).
@@ -27,3 +29,14 @@ def data_dir() -> Path:
 def sdss_files() -> list[Path]:
     """The real SDSS M-dwarf spec files."""
     return [DATA / name for name in SDSS_M_DWARFS]
+
+
+@pytest.fixture(scope="module")
+def x64():
+    """64-bit JAX for a module whose tests build JAX arrays themselves, scoped to that module.
+
+    bayesslam's own entry points need no switch (they run in 64 bits inside);
+    no test module changes JAX's global configuration.
+    """
+    with float64():
+        yield

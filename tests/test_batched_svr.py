@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.svm import SVR
 
+from bayesslam.errors import BayesSlamError
 from bayesslam.train.batched_svr import (
     BatchedSVRError,
     KernelSpectrum,
@@ -14,7 +15,6 @@ from bayesslam.train.batched_svr import (
     rbf_kernel_matrix,
     solve_svr_batch,
 )
-from bayesslam.errors import BayesSlamError
 
 GAMMA = 0.5
 

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from astropy.table import Table
 from toymodel import make_toy_model, simulate
 
-from bayesslam.catalog import Flag, build_catalog, describe_flags, write_catalog
-from bayesslam.catalog import TrainingDomain
+from bayesslam.catalog import (
+    PAPER_SNR_LAWS,
+    Flag,
+    TrainingDomain,
+    build_catalog,
+    describe_flags,
+    write_catalog,
+)
 from bayesslam.infer import fit_map
-from bayesslam.catalog import PAPER_SNR_LAWS
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 
 def test_catalog_columns_flags_and_fits_output(tmp_path: Path):

@@ -81,8 +81,8 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
 
 
 def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
-    from bayesslam.train.batched import CVRace
     from bayesslam.emulator import load_model
+    from bayesslam.train.batched import CVRace
 
     prepared, labels = _prepared_mock(tmp_path, 30, 6, ("8100", "8200"))
     common = ["train", str(prepared), "--labels", str(labels), "--folds", "3"]

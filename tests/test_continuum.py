@@ -10,6 +10,8 @@ import pytest
 from astropy.io import fits
 from scipy.interpolate import CubicSpline, make_smoothing_spline
 
+from bayesslam.errors import AllMaskedError, NormalizationError, SpectrumValidationError
+from bayesslam.grid import model_wavelength
 from bayesslam.preparation.continuum import (
     ContinuumSettings,
     NormalizedSpectrum,
@@ -17,8 +19,6 @@ from bayesslam.preparation.continuum import (
     fit_continuum,
     normalize,
 )
-from bayesslam.errors import AllMaskedError, NormalizationError, SpectrumValidationError
-from bayesslam.grid import model_wavelength
 
 DATA = Path(__file__).parent / "data"
 

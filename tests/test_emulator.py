@@ -30,12 +30,8 @@ GAMMAS = (0.1, 0.3, 1.0)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def x64():
-    """Run this module in float64 and restore the previous setting afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 
 def training_set(rng: np.random.Generator, n_star: int = 60, n_pix: int = 20, noise: float = 0.01):

@@ -14,11 +14,12 @@ from toymodel import make_toy_model, simulate
 
 from bayesslam.emulator import Emulator, build_emulator, least_squares_terms
 from bayesslam.errors import SpectrumValidationError
-from bayesslam.infer import FitStatus, coarse_scan, fit_map
-from bayesslam.infer import chi_square
-from bayesslam.infer import custom_prior
+from bayesslam.infer import FitStatus, chi_square, coarse_scan, custom_prior, fit_map
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 
 @pytest.fixture(scope="module")

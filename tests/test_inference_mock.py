@@ -18,13 +18,15 @@ import numpy as np
 import pytest
 
 from bayesslam.calibration import LEVELS, ErrorCalibration, coverage
-from bayesslam.infer import FitStatus, fit_map
+from bayesslam.infer import FitStatus, fit_map, sample_emcee, sample_nuts
 from bayesslam.mock import ObservingSetup, make_survey
 from bayesslam.preparation import prepare_spectra
-from bayesslam.infer import sample_emcee, sample_nuts
 from bayesslam.train import SlamTrainer
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 logger = logging.getLogger(__name__)
 
 LABELS = ("teff", "logg", "fe_h", "alpha_m")

@@ -11,7 +11,12 @@ from astropy.io import fits
 from bayesslam import CorruptFileError, Spectrum, SpectrumMeta, UnknownFormatError
 from bayesslam.grid import BOSS_NPIX, boss_wavelength
 from bayesslam.io import identify_format, read_spectrum, write_spectrum
-from bayesslam.wavelength import SPEED_OF_LIGHT_KMS, air_to_vacuum, to_rest_frame, vacuum_to_air
+from bayesslam.wavelength import (
+    SPEED_OF_LIGHT_KMS,
+    air_to_vacuum,
+    to_rest_frame,
+    vacuum_to_air,
+)
 
 # Expected values read off the files' SPECOBJ rows and COADD tables.
 SDSS_EXPECTED = {

@@ -10,7 +10,10 @@ from jax.test_util import check_grads
 
 from bayesslam.infer import chi_square, log_likelihood, pixel_variance
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 
 def test_log_likelihood_matches_gaussian_formula_and_ignores_masked_pixels():

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from bayesslam.mock import LabelRangeError, ObservingSetup
-from bayesslam.mock.observe import add_noise, calibration_distortion, doppler_shift_sub_pixels, draw_distortion
+from bayesslam.mock.observe import (
+    add_noise,
+    calibration_distortion,
+    doppler_shift_sub_pixels,
+    draw_distortion,
+)
 from bayesslam.mock.skylines import sky_line_pixels, sky_lines_vacuum
 from bayesslam.mock.survey import default_template_model, survey_wavelength
 from bayesslam.wavelength import SPEED_OF_LIGHT_KMS

@@ -11,8 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bayesslam.preparation.continuum import ContinuumSettings
-from bayesslam.errors import BayesSlamError, CorruptFileError
 from bayesslam.emulator import (
     MODEL_FORMAT,
     SCHEMA_VERSION,
@@ -21,18 +19,16 @@ from bayesslam.emulator import (
     model_checksum,
     save_model,
 )
+from bayesslam.errors import BayesSlamError, CorruptFileError
+from bayesslam.preparation.continuum import ContinuumSettings
 from bayesslam.train import SlamTrainer
 
 LABEL_NAMES = ("teff", "logg", "fe_h", "alpha_m")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def x64():
-    """Run this module in float64 and restore the previous setting afterwards."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", previous)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ from bayesslam import AllMaskedError, NoOverlapError, Spectrum, SpectrumMeta
 from bayesslam.cli import main
 from bayesslam.grid import model_wavelength
 from bayesslam.io import read_spectrum
-from bayesslam.preparation import prepare_files, prepare_spectrum, read_prepared, write_prepared
+from bayesslam.preparation import (
+    prepare_files,
+    prepare_spectrum,
+    read_prepared,
+    write_prepared,
+)
 
 
 def test_prepare_spectrum_puts_real_spectrum_on_model_grid(sdss_files):

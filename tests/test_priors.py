@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import numpyro.distributions as dist
 import pytest
 
 from bayesslam.catalog import TrainingDomain
-from bayesslam.infer import PriorError, TrainingDensity, box_prior, custom_prior, training_density_prior
+from bayesslam.infer import (
+    PriorError,
+    TrainingDensity,
+    box_prior,
+    custom_prior,
+    training_density_prior,
+)
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 NAMES = ("teff", "fe_h")
 BOUNDS = np.array([[3100.0, 3900.0], [-0.6, 0.5]])

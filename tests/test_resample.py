@@ -8,7 +8,12 @@ from scipy.special import erf
 
 from bayesslam.errors import AllMaskedError, NoOverlapError, SpectrumValidationError
 from bayesslam.grid import boss_wavelength, model_wavelength, pixel_edges
-from bayesslam.preparation.resample import COVERAGE_TOLERANCE, overlap_matrix, rebin, rebin_matrix
+from bayesslam.preparation.resample import (
+    COVERAGE_TOLERANCE,
+    overlap_matrix,
+    rebin,
+    rebin_matrix,
+)
 
 LINES = [(5500.0, 3.0, 0.4), (6563.0, 4.0, 0.6), (7000.0, 1.5, 0.3), (8500.0, 2.5, 0.5)]
 

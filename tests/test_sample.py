@@ -15,7 +15,10 @@ from toymodel import make_toy_model, simulate
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.infer import SamplingError, sample_emcee, sample_nuts
 
-jax.config.update("jax_enable_x64", True)
+
+@pytest.fixture(scope="module", autouse=True)
+def _in_float64(x64):
+    """The tests here build JAX arrays and emulators themselves: 64 bits for them (see conftest.x64)."""
 
 # emulator variance as large as the photon noise at SNR 20: leaving it out must break calibration
 S2 = 1.0 / 20.0**2

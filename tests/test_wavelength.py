@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from bayesslam.errors import SpectrumValidationError
-from bayesslam.wavelength import SPEED_OF_LIGHT_KMS, air_to_vacuum, to_rest_frame, vacuum_to_air
+from bayesslam.wavelength import (
+    SPEED_OF_LIGHT_KMS,
+    air_to_vacuum,
+    to_rest_frame,
+    vacuum_to_air,
+)
 
 
 def test_known_lines_air_to_vacuum():
