@@ -20,7 +20,10 @@ calibration (:mod:`bayesslam.calibration`), for
    label distribution; it is not conditional on the label).
 
 Prepared stars and posteriors are cached under ``build/mock-cache``; the
-first run with ``--nuts 500`` takes 30-60 min on two cores.
+first run with ``--nuts 500`` samples 500 NUTS posteriors, by far its longest
+step. The figures also go to a JSON record
+(``benchmarks/results/bench_calibration.json``, ``--results PATH``;
+``python benchmarks/report.py`` turns the records into ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import logging
 import time
 from pathlib import Path
 
+import _record
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -39,11 +43,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bayesslam import default_recipe as build  # noqa: E402
-
 from bayesslam.calibration import LEVELS, draws_pit, gaussian_pit, pit_coverage  # noqa: E402
-from bayesslam.emulator import default_model_path  # noqa: E402
+from bayesslam.emulator import default_model_path, load_model  # noqa: E402
 from bayesslam.infer import FitStatus, fit_map  # noqa: E402
-from bayesslam.emulator import load_model  # noqa: E402
 
 SNR_BINS = ((3.0, 50.0), (3.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, 35.0), (35.0, 50.0))
 
@@ -56,6 +58,32 @@ def cell(pit: np.ndarray, level: float) -> str:
     c = float(pit_coverage(pit, level))
     z = (c - level) / np.sqrt(level * (1 - level) / pit.size)
     return f"{c:6.3f}({z:+5.1f})"
+
+
+def coverage_figures(method: str, names, pit: np.ndarray, kind: str, bin_values: np.ndarray, bins,
+                     bin_name: str = "SNR", labels=None, bin_labels=None) -> list[dict]:
+    """Record figures: coverage at both levels per label (``labels``: a subset) and bin, with its deviation.
+
+    Bins are named ``lo to hi`` unless ``bin_labels`` names them.
+    """
+    figures = []
+    for k, name in enumerate(names):
+        if labels is not None and name not in labels:
+            continue
+        for b, (lo, hi) in enumerate(bins):
+            sel = (bin_values >= lo) & (bin_values < hi) & np.isfinite(pit[:, k])
+            where = f"{lo:.3g} to {hi:.3g}" if bin_labels is None else bin_labels[b]
+            for level in LEVELS:
+                values = pit[sel, k]
+                if values.size == 0:
+                    continue
+                c = float(pit_coverage(values, level))
+                z = (c - level) / np.sqrt(level * (1 - level) / values.size)
+                figures.append(_record.figure(
+                    f"{method}, {name}, {bin_name} {where}, {100 * level:.4g}% {kind}", c, "coverage",
+                    note=f"nominal {level:.3f}; {z:+.1f} binomial s.e.; {values.size} stars"
+                         + ("" if bin_labels is None else f"; {lo:.3g} to {hi:.3g}")))
+    return figures
 
 
 def print_coverage(title: str, names, raw: np.ndarray, calibrated: np.ndarray | None, bin_values: np.ndarray,
@@ -79,6 +107,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=build.CHECK_SEED)
     parser.add_argument("--nuts", type=int, default=500, help="NUTS posteriors of the first N stars (0: none)")
+    _record.add_results_option(parser, "bench_calibration")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.seed in (build.TRAIN_SEED, build.CALIBRATION_SEED):
@@ -93,9 +122,13 @@ def main() -> None:
     truth, snr = mock.truth, mock.snr
     t = time.perf_counter()
     fit = fit_map(model.emulator, mock.flux, mock.ivar)
+    map_seconds = time.perf_counter() - t
     converged = fit.status == FitStatus.CONVERGED
-    print(f"model {path}: {len(truth)} mock stars (seed {args.seed}, SNR 3-50), MAP {time.perf_counter() - t:.1f} s, "
+    print(f"model {path}: {len(truth)} mock stars (seed {args.seed}, SNR 3-50), MAP {map_seconds:.1f} s, "
           f"{int(converged.sum())} converged")
+    fig = _record.figure
+    figures = [fig("MAP fits converged", int(converged.sum()), "stars", note=f"of {len(truth)}"),
+               fig("MAP fits, wall time", map_seconds, "s", note="compilation included")]
     for kind, cal in (("laplace", laplace), ("posterior", posterior_cal)):
         if cal is None:
             print(f"{kind} calibration: none")
@@ -108,6 +141,10 @@ def main() -> None:
     raw = gaussian_pit(errors, fit.sigma)
     cal = None if laplace is None else gaussian_pit(errors, laplace.apply(fit.sigma))
     print_coverage("1. MAP +- Laplace sigma: coverage raw and calibrated, by SNR", names, raw, cal, snr)
+    everything = SNR_BINS[:1]
+    figures += coverage_figures("MAP ± Laplace", names, raw, "raw", snr, everything)
+    if cal is not None:
+        figures += coverage_figures("MAP ± Laplace", names, cal, "calibrated", snr, SNR_BINS)
 
     if args.nuts:
         t = time.perf_counter()
@@ -125,6 +162,22 @@ def main() -> None:
         print(f"   [alpha/M] (the mock spectra do not depend on it): posterior sd, median over stars, "
               f"{np.median(post.sd[:, -1]):.3f}; prior sd {(hi - lo) / np.sqrt(12):.3f}; "
               f"true population sd {np.std(truth[:, -1]):.3f}")
+        nuts = f"NUTS posterior ({n} stars)"
+        figures += [
+            fig(f"{nuts}: stars with R-hat > 1.05", int(np.sum(np.any(post.r_hat > 1.05, axis=1))), "stars",
+                note="500 warm-up + 500 draws, one chain"),
+            fig(f"{nuts}: stars with divergences", int(np.sum(post.n_divergent > 0)), "stars"),
+        ]
+        figures += coverage_figures(nuts, names, raw_p, "raw", snr[:n], everything)
+        if cal_p is not None:
+            figures += coverage_figures(nuts, names, cal_p, "calibrated", snr[:n], everything)
+        last = names[-1]
+        figures += [
+            fig(f"{nuts}: {last} posterior sd, median over stars", float(np.median(post.sd[:, -1])), "dex",
+                note="the mock spectra do not depend on it"),
+            fig(f"{last} prior sd", float((hi - lo) / np.sqrt(12)), "dex", note="uniform over the training box"),
+            fig(f"{last} true population sd", float(np.std(truth[:, -1])), "dex", note="these mock stars"),
+        ]
 
     if laplace is not None:
         emulator = model.emulator
@@ -132,14 +185,25 @@ def main() -> None:
                                                                        jnp.inf))
         fit0 = fit_map(blind, mock.flux, mock.ivar)
         errors0 = np.where((fit0.status == FitStatus.CONVERGED)[:, None], fit0.labels - truth, np.nan)
+        cal0 = gaussian_pit(errors0, laplace.apply(fit0.sigma))
         print_coverage("3. negative control: s_j^2 = 0 in the likelihood, same calibration (must under-cover)", names,
-                       gaussian_pit(errors0, fit0.sigma), gaussian_pit(errors0, laplace.apply(fit0.sigma)), snr)
+                       gaussian_pit(errors0, fit0.sigma), cal0, snr)
+        figures += coverage_figures("negative control (s_j^2 = 0)", names, cal0, "calibrated", snr,
+                                    (SNR_BINS[0], SNR_BINS[-1]))
         fe_h = list(names).index("fe_h") if "fe_h" in names else None
         if fe_h is not None:
             edges = np.quantile(truth[:, fe_h], [0.0, 0.25, 0.5, 0.75, 1.0])
             edges[-1] = np.nextafter(edges[-1], np.inf)
+            quartiles = tuple(zip(edges[:-1], edges[1:]))
             print_coverage("4. MAP +- Laplace sigma by true [Fe/H] quartile (the calibration is marginal over labels)",
-                           names, raw, cal, truth[:, fe_h], bins=tuple(zip(edges[:-1], edges[1:])), bin_name="[Fe/H]")
+                           names, raw, cal, truth[:, fe_h], bins=quartiles, bin_name="[Fe/H]")
+            figures += coverage_figures("MAP ± Laplace", names, cal, "calibrated", truth[:, fe_h], quartiles,
+                                        bin_name="true [Fe/H] quartile", labels=("fe_h",),
+                                        bin_labels=("1", "2", "3", "4"))
+    title = f"{len(truth)} independent mock stars (seed {args.seed}, SNR log-uniform 3-50), model {path.name}"
+    settings = {"model": str(args.model or "default"), "n": args.n, "seed": args.seed, "nuts": args.nuts}
+    record = _record.results_path(args.results, "bench_calibration")
+    _record.write(record, "bench_calibration", figures, title=title, settings=settings)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """Benchmark inference with the shipped default model: MAP, NUTS, emcee; figures for one real M dwarf.
 
-One command prints the table and writes the figures::
+One command prints the table, writes the plots and the JSON record of the
+figures (``benchmarks/results/bench_inference.json``, with ``--only map``
+``bench_inference-map.json``; ``--results PATH``)::
 
     python benchmarks/bench_inference.py [--n-map 10000] [--n-baseline 3] [--n-nuts 256] [--out benchmarks/out]
     python benchmarks/bench_inference.py --only map     # the MAP rows only
+
+``python benchmarks/report.py`` turns the records into ``docs/benchmarks.md``.
 
 * MAP: stars per second of :func:`bayesslam.infer.fit_map` (float64) on mock
   stars (a second pass over the same stars: compilation excluded), against a
@@ -29,6 +33,7 @@ import logging
 import time
 from pathlib import Path
 
+import _record
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -38,14 +43,16 @@ import numpy as np  # noqa: E402
 from scipy.optimize import least_squares  # noqa: E402
 from sklearn.svm import SVR  # noqa: E402
 
-from bayesslam.emulator import default_model_path  # noqa: E402
-from bayesslam.infer import fit_map  # noqa: E402
+from bayesslam.emulator import default_model_path, load_model  # noqa: E402
+from bayesslam.infer import (  # noqa: E402
+    default_prior,
+    fit_map,
+    sample_emcee,
+    sample_nuts,
+    slam_model,
+)
 from bayesslam.mock import ObservingSetup, make_survey  # noqa: E402
-from bayesslam.infer import slam_model  # noqa: E402
-from bayesslam.emulator import load_model  # noqa: E402
 from bayesslam.preparation import prepare_files, prepare_spectra  # noqa: E402
-from bayesslam.infer import default_prior  # noqa: E402
-from bayesslam.infer import sample_emcee, sample_nuts  # noqa: E402
 
 REAL_STAR = Path("tests/data/spec-1079-52621-0509.fits")
 
@@ -141,7 +148,7 @@ def time_lockstep_nuts(model, flux, ivar, start, n_star: int) -> float:
     return seconds / n_star
 
 
-def figures(model, out: Path) -> None:
+def figures_real_star(model, out: Path) -> None:
     import arviz as az
     import matplotlib
 
@@ -193,6 +200,7 @@ def main() -> None:
     parser.add_argument("--n-plain", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     parser.add_argument("--only", choices=("map",), help="run only this part (no sampling, no figures)")
+    _record.add_results_option(parser, "bench_inference", extra=", bench_inference-map.json with --only map")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -200,6 +208,12 @@ def main() -> None:
     emulator = model.emulator
     print(f"model: {emulator.n_pixels} pixels x {emulator.n_train} training stars, {jax.devices()[0].platform}", flush=True)
     rows = _Rows()
+    figures: list[dict] = []
+    fig = _record.figure
+    title = (f"default model ({emulator.n_pixels} pixels x {emulator.n_train} training stars), "
+             f"{args.n_map} mock stars at SNR 5-50")
+    settings = {key: value for key, value in vars(args).items() if key not in ("out", "results", "model")}
+    settings["model"] = str(args.model or "default")
 
     spectra, truth = mock_prepared(args.n_map, 1, model)
     # compile every batch shape this survey needs (the active stars are re-batched as they converge,
@@ -219,10 +233,27 @@ def main() -> None:
     rows.append(("MAP converged", f"{ok.mean():.2%}",
                  f"iterations: mean {it.mean():.1f}, median {np.median(it):.0f}, "
                  f"p99 {np.percentile(it, 99):.0f}, max {it.max()}"))
+    figures += [
+        fig("MAP, bayesslam (float64, batched LM)", map_rate, "stars/s",
+            note=f"{len(spectra)} stars in {map_seconds:.1f} s; second pass, compilation excluded"),
+        fig("MAP, astroslam-style baseline", base, "s/star",
+            note=f"scipy least_squares over per-pixel scikit-learn SVRs, {args.n_baseline} stars; "
+                 f"SVR refit {refit:.0f} s not counted"),
+        fig("MAP speed-up", map_rate * base, "x", baseline="MAP, astroslam-style baseline"),
+        fig("MAP converged", float(ok.mean()), "fraction",
+            note=f"iterations: mean {it.mean():.1f}, median {np.median(it):.0f}, p99 {np.percentile(it, 99):.0f}, "
+                 f"max {it.max()}"),
+    ]
     for k, name in enumerate(model.label_names):
         d = result.labels[ok, k] - truth[ok, k]
         rows.append((f"MAP {name} - truth", f"bias {np.median(d):+.3g}", f"scatter {np.std(d):.3g} (SNR 5-50)"))
+        unit = model.label_units[k] if model.label_units else ""
+        figures += [fig(f"MAP {name} - truth, median", float(np.median(d)), unit, note="converged stars, SNR 5-50"),
+                    fig(f"MAP {name} - truth, standard deviation", float(np.std(d)), unit,
+                        note="converged stars, SNR 5-50")]
     if args.only == "map":
+        _record.write(_record.results_path(args.results, "bench_inference-map"), "bench_inference", figures,
+                      title=title + "; MAP only", settings=settings)
         return
 
     runs = args.n_nuts
@@ -234,6 +265,9 @@ def main() -> None:
         per = (time.perf_counter() - t) / (n * chains)
         rows.append((f"NUTS lane-scheduled, {chains} chain(s)", f"{per:.2f} s/star-chain",
                      f"{n} stars x {chains}; 1000+1000; incl. compilation"))
+        figures.append(fig(f"NUTS lane-scheduled, {chains} chain(s) per star", per, "s per star and chain",
+                           note=f"{n} stars x {chains} chain(s); 1000 warm-up + 1000 draws; 128 lanes, float32 "
+                                "emulator; compilation included"))
     lockstep = time_lockstep_nuts(model, spectra.flux, spectra.ivar, result.labels, args.n_lockstep)
     rows.append(("NUTS vmapped lock-step (previous)", f"{lockstep:.2f} s/star-chain",
                  f"{args.n_lockstep} stars, float64; ratio {lockstep / per:.1f}x (4-chain row)"))
@@ -242,10 +276,27 @@ def main() -> None:
     t = time.perf_counter()
     sample_emcee(emulator, spectra.flux[: args.n_emcee], spectra.ivar[: args.n_emcee], seed=0, n_steps=2000,
                  n_burn=1000, init_labels=result.labels[: args.n_emcee], progress=False)
-    rows.append(("emcee, 32 walkers x 2000 steps", f"{(time.perf_counter() - t) / args.n_emcee:.2f} s/star", ""))
+    emcee_per = (time.perf_counter() - t) / args.n_emcee
+    rows.append(("emcee, 32 walkers x 2000 steps", f"{emcee_per:.2f} s/star", ""))
+    four_chains = "NUTS lane-scheduled, 4 chain(s) per star"
+    figures += [
+        fig("NUTS, NumPyro's kernel vmapped in lock-step (previous runner)", lockstep, "s per star and chain",
+            note=f"{args.n_lockstep} stars, float64; second batch, compilation excluded"),
+        fig("NUTS lane-scheduled speed-up against vmapped lock-step", lockstep / per, "x",
+            baseline="NUTS, NumPyro's kernel vmapped in lock-step (previous runner)",
+            note=f"against the row '{four_chains}'"),
+        fig("NUTS, plain numpyro.infer.MCMC loop over stars, 1 chain", plain, "s per star",
+            note=f"{args.n_plain} stars, float64; compilation excluded"),
+        fig("NUTS lane-scheduled speed-up against the plain MCMC loop", plain / per, "x",
+            baseline="NUTS, plain numpyro.infer.MCMC loop over stars, 1 chain",
+            note=f"against the row '{four_chains}'"),
+        fig("emcee, 32 walkers x 2000 steps", emcee_per, "s per star", note=f"{args.n_emcee} stars, 1000 burn-in"),
+    ]
 
-    figures(model, args.out)
+    figures_real_star(model, args.out)
     print(f"figures: {args.out / 'corner_real_star.png'}, {args.out / 'spectrum_real_star.png'}")
+    _record.write(_record.results_path(args.results, "bench_inference"), "bench_inference", figures, title=title,
+                  settings=settings)
 
 
 if __name__ == "__main__":

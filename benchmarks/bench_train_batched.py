@@ -1,6 +1,9 @@
 """Benchmark the batched SVR trainer backend against the scikit-learn/libsvm reference.
 
-One command prints every figure (and writes them to ``--out``/bench_train_batched.json)::
+One command prints every figure, writes them to ``--out``/bench_train_batched.json
+and writes their JSON record (``benchmarks/results/bench_train_batched.json``,
+``--results PATH``; ``python benchmarks/report.py`` turns the records into
+``docs/benchmarks.md``)::
 
     python benchmarks/bench_train_batched.py                      # fast and paper grids, scaling
     python benchmarks/bench_train_batched.py --grids fast --no-scaling --ref-pixels 8 --pixels 64   # quick
@@ -58,16 +61,22 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import _record
 import jax
 import numpy as np
 from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVR
 
+from bayesslam import default_recipe as build
+from bayesslam.train import (
+    BATCHED_CV_TOL,
+    DEFAULT_CHUNK_SIZE,
+    PRESETS,
+    SlamTrainer,
+    resolve_grid,
+)
 from bayesslam.train.batched_svr import rbf_kernel_matrix
-from bayesslam.train import BATCHED_CV_TOL, DEFAULT_CHUNK_SIZE, PRESETS, SlamTrainer, resolve_grid
-
-from bayesslam import default_recipe as build  # noqa: E402
 
 PRODUCTION_PIXELS = 1739
 BOSS_PIXELS = 4648
@@ -87,8 +96,10 @@ RUN = {"libsvm_jobs": 2, "chunk_size": None}
 def timed_fit(labels, flux, ivar, **options) -> tuple[SlamTrainer, float]:
     if options.get("backend") == "batched":
         options.setdefault("chunk_size", RUN["chunk_size"])
+    # the trainer records the spectra's grid; a stand-in for the pixel subsets (it changes no figure)
+    wave = 6000.0 + np.arange(flux.shape[1], dtype=float)
     start = time.perf_counter()
-    trainer = SlamTrainer(progress=False, **options).fit(labels, flux, ivar, label_names=LABELS)
+    trainer = SlamTrainer(progress=False, **options).fit(labels, flux, ivar, label_names=LABELS, wave=wave)
     return trainer, time.perf_counter() - start
 
 
@@ -236,7 +247,8 @@ def bench_grid(grid: str, labels, flux, ivar, ref_pixels: np.ndarray, pixels: np
             per_pixel = max(times[pixels.size] - fixed, 0.0) / pixels.size
         production = fixed + per_pixel * PRODUCTION_PIXELS
         boss = fixed + per_pixel * BOSS_PIXELS
-        out[key] = {"fixed_s": fixed, "s_per_pixel": per_pixel, "production_s": production, "boss_s": boss}
+        out[key] = {"fixed_s": fixed, "s_per_pixel": per_pixel, "production_s": production, "boss_s": boss,
+                    "sizes": sorted(times)}
         print(f"    -> {fmt_time(production)} for {PRODUCTION_PIXELS} pixels, {fmt_time(boss)} for {BOSS_PIXELS} "
               f"(fixed {fixed:.0f} s + {per_pixel:.3f} s per pixel)", flush=True)
         if "astroslam_production_s" in out:
@@ -278,6 +290,74 @@ def scaling(labels, flux, ivar, rng) -> dict:
     return out
 
 
+def record_figures(results: dict) -> list[dict]:
+    """The run's figures for its JSON record (``_record``): times, speed-ups, agreement, scaling."""
+    fig = _record.figure
+    figures = []
+    for grid, r in results["grids"].items():
+        g = f"{grid} grid ({r['grid_points']} points)"
+        bases = {}
+        for prefix, name, note in (
+            ("astroslam", "astroslam's loop (GridSearchCV per pixel)",
+             "undeduplicated grid; per-pixel time of its pixels x the pixels"),
+            ("libsvm", "libsvm backend (reference)", "per-pixel time of the reference pixels x the pixels"),
+        ):
+            if f"{prefix}_production_s" not in r:
+                continue
+            bases[prefix] = f"{g}: {name}, {PRODUCTION_PIXELS} pixels"
+            jobs = f"{results['run']['libsvm_jobs']} workers"
+            figures += [
+                fig(f"{g}: {name}, per pixel", r[f"{prefix}_s_per_pixel"], "s", note=jobs),
+                fig(bases[prefix], r[f"{prefix}_production_s"] / 60, "min", note=note),
+                fig(f"{g}: {name}, {BOSS_PIXELS} pixels", r[f"{prefix}_boss_s"] / 60, "min", note=note),
+            ]
+        for key, name, _ in VARIANTS.values():
+            if key not in r:
+                continue
+            b = r[key]
+            sizes = " and ".join(str(n) for n in b["sizes"])
+            how = (f"extrapolated: fixed + per-pixel cost from {sizes} pixels" if len(b["sizes"]) == 2
+                   else f"from {sizes} pixels, linear in pixels (fixed part {b['fixed_s']:.0f} s)")
+            figures += [
+                fig(f"{g}: {name}, {PRODUCTION_PIXELS} pixels", b["production_s"] / 60, "min", note=how),
+                fig(f"{g}: {name}, {BOSS_PIXELS} pixels", b["boss_s"] / 60, "min", note=how),
+                fig(f"{g}: {name}, per pixel", b["s_per_pixel"], "s", note=f"plus a fixed {b['fixed_s']:.1f} s"),
+            ]
+            if "speedup_vs_astroslam" in b:
+                figures.append(fig(f"{g}: {name}, speed-up against astroslam's loop", b["speedup_vs_astroslam"], "x",
+                                   baseline=bases["astroslam"]))
+            if "speedup" in b:
+                figures.append(fig(f"{g}: {name}, speed-up against libsvm", b["speedup"], "x",
+                                   baseline=bases["libsvm"]))
+            if "agreement" in b:
+                a = b["agreement"]
+                on = f"{a['pixels']} libsvm pixels"
+                figures += [
+                    fig(f"{g}: {name}, same choice as libsvm", a["same_choice"], "fraction", note=on),
+                    fig(f"{g}: {name}, same choice or within 1% of libsvm's CV MSE", a["same_or_within_1pct"],
+                        "fraction", note=on),
+                    fig(f"{g}: {name}, CV MSE relative difference to libsvm, max over scored points",
+                        a["cv_mse_rel_diff_all_points"]["max"], "", note=on),
+                    fig(f"{g}: {name}, grid points dropped by the race", a["points_dropped_by_race"], "fraction",
+                        note=on),
+                    fig(f"{g}: {name}, final predictions |batched - libsvm|, max", a["final_pred_diff"]["max"],
+                        "standardized flux", note=f"{on}, median {a['final_pred_diff']['median']:.1e}"),
+                ]
+                exact = f"{g}: libsvm's own distance to the exact SVR (tol 1e-9), max"
+                if not any(f["name"] == exact for f in figures):
+                    figures.append(fig(exact, a["libsvm_vs_exact"]["max"], "standardized flux",
+                                       note=f"{on}, median {a['libsvm_vs_exact']['median']:.1e}"))
+    scaling = results.get("scaling")
+    if scaling:
+        for n_pix, seconds in scaling["pixels"].items():
+            figures.append(fig(f"scaling: fast grid, {n_pix} pixels", seconds, "s", note="870 stars; wall time"))
+        for n_star, seconds in scaling["stars"].items():
+            figures.append(fig(f"scaling: fast grid, 128 pixels, {n_star} stars", seconds, "s", note="wall time"))
+        for name, seconds in scaling["grid"].items():
+            figures.append(fig(f"scaling: 128 pixels, grid {name}", seconds, "s", note="870 stars; wall time"))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grids", default="fast,paper")
@@ -299,6 +379,7 @@ def main() -> None:
                         help="pixels per batched solve (default: the trainer's, %d)" % DEFAULT_CHUNK_SIZE["batched"])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    _record.add_results_option(parser, "bench_train_batched")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     RUN.update(libsvm_jobs=args.libsvm_jobs, chunk_size=args.chunk_size)
@@ -347,6 +428,12 @@ def main() -> None:
             if "speedup_vs_astroslam" in b:
                 line += f" {b['speedup_vs_astroslam']:>12.1f}x"
             print(line.rstrip())
+    settings = {key: value for key, value in vars(args).items() if key not in ("out", "results")}
+    settings["training_set"] = results["training_set"]
+    title = (f"{results['training_set']['stars']} mock training stars, 10 folds, tol 1e-3; "
+             f"grids {args.grids}; batched on {pixels.size} pixels")
+    record = _record.results_path(args.results, "bench_train_batched")
+    _record.write(record, "bench_train_batched", record_figures(results), title=title, settings=settings)
 
 
 if __name__ == "__main__":

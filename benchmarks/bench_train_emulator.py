@@ -1,6 +1,8 @@
 """Benchmark SLAM training (fast preset) and the JAX emulator against scikit-learn.
 
-One command prints the tables::
+One command prints the tables and writes the JSON record of the figures
+(``benchmarks/results/bench_train_emulator.json``, ``--results PATH``;
+``python benchmarks/report.py`` turns the records into ``docs/benchmarks.md``)::
 
     python benchmarks/bench_train_emulator.py                  # training scan + emulator timings
     python benchmarks/bench_train_emulator.py --full           # + end to end 870 x 1739 fit/to_model/save
@@ -34,19 +36,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import _record
 import jax
 import jax.numpy as jnp
 import numpy as np
 from joblib.externals.loky import get_reusable_executor
 from sklearn.svm import SVR
 
-from bayesslam.emulator import Emulator, build_emulator, flux_grouped, flux_plain
+from bayesslam.emulator import (
+    Emulator,
+    build_emulator,
+    flux_grouped,
+    flux_plain,
+    load_model,
+    save_model,
+)
 from bayesslam.grid import model_wavelength
-from bayesslam.emulator import load_model, save_model
 from bayesslam.train import SlamTrainer, resolve_grid
 
 LABEL_NAMES = ("teff", "logg", "fe_h", "alpha_m")
 N_MODEL_PIXELS = 1739
+fig = _record.figure
 
 
 def synthetic_survey(
@@ -67,6 +77,12 @@ def synthetic_survey(
     star_snr = np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]), n_star))
     sigma = flux / star_snr[:, None]
     return labels, flux + rng.normal(size=flux.shape) * sigma, 1.0 / sigma**2
+
+
+def synthetic_wave(n_pix: int) -> np.ndarray:
+    """A wavelength grid for ``n_pix`` synthetic pixels (the trainer records it; no figure depends on it)."""
+    wave = model_wavelength()
+    return wave[:n_pix] if n_pix <= wave.size else 6000.0 + np.arange(n_pix, dtype=float)
 
 
 def timeit(func: Callable[[], Any], min_time: float = 0.5, max_repeat: int = 200) -> float:
@@ -98,23 +114,31 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     sys.stdout.flush()
 
 
-def training_scan(stars: list[int], pixels: list[int], snr: tuple[float, float], seed: int) -> None:
+def training_scan(stars: list[int], pixels: list[int], snr: tuple[float, float], seed: int) -> list[dict]:
     """Train in this process (n_jobs=1) and report CPU seconds, immune to other load on the machine.
 
     Pixels are independent, so the wall time on ``k`` cores is about CPU / ``k``.
     """
-    rows = []
+    rows, figures = [], []
     for n_star in stars:
         for n_pix in pixels:
             labels, flux, ivar = synthetic_survey(n_star, n_pix, np.random.default_rng(seed), snr)
             trainer = SlamTrainer("fast", n_jobs=1, progress=False)
             wall, cpu = time.perf_counter(), time.process_time()
-            trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES)
+            trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES, wave=synthetic_wave(n_pix))
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             rows.append([
                 str(n_star), str(n_pix), f"{wall:.1f}", f"{cpu:.1f}", f"{cpu / n_pix * 1e3:.0f}",
                 f"{cpu / n_pix * N_MODEL_PIXELS / 2 / 60:.1f}", f"{np.median(trainer.cv_mse_):.3f}",
             ])
+            where = f"libsvm, fast grid, {n_star} stars x {n_pix} pixels"
+            figures += [
+                fig(f"training, {where}: CPU per pixel", cpu / n_pix * 1e3, "ms",
+                    note=f"one process (n_jobs=1); wall {wall:.1f} s, CPU {cpu:.1f} s"),
+                fig(f"training, {where}: {N_MODEL_PIXELS} pixels on 2 cores", cpu / n_pix * N_MODEL_PIXELS / 2 / 60,
+                    "min", note="CPU per pixel x pixels / 2"),
+                fig(f"training, {where}: median CV MSE", float(np.median(trainer.cv_mse_)), "standardized flux"),
+            ]
     print_table(
         f"Training, fast preset ({len(resolve_grid('fast', 4))} grid points x 10 folds + refit), one process, "
         f"SNR {snr[0]:g}-{snr[1]:g}; last column = CPU x {N_MODEL_PIXELS} px / n_pix / 2 cores",
@@ -122,9 +146,10 @@ def training_scan(stars: list[int], pixels: list[int], snr: tuple[float, float],
          "median CV MSE"],
         rows,
     )
+    return figures
 
 
-def full_run(n_jobs: int, snr: tuple[float, float], seed: int, out: Path) -> tuple[Emulator, list[SVR]]:
+def full_run(n_jobs: int, snr: tuple[float, float], seed: int, out: Path) -> tuple[Emulator, list[SVR], list[dict]]:
     wave = model_wavelength()
     labels, flux, ivar = synthetic_survey(870, wave.size, np.random.default_rng(seed), snr)
     trainer = SlamTrainer("fast", n_jobs=n_jobs, progress=True)
@@ -155,16 +180,26 @@ def full_run(n_jobs: int, snr: tuple[float, float], seed: int, out: Path) -> tup
          ["to_model", f"{to_model_s:.2f}"], ["save_model", f"{save_s:.2f}"],
          ["load_model", f"{load_s:.2f}"], ["file MB", f"{path.stat().st_size / 1e6:.1f}"]],
     )
-    return emulator, refit_svrs(trainer, flux, ivar)
+    where = f"end to end, 870 stars x {wave.size} pixels, fast grid, n_jobs={n_jobs}"
+    figures = [
+        fig(f"{where}: fit, wall", fit_s, "s",
+            note=f"1-min load average at the end: {load:.1f} on {os.cpu_count()} CPUs"),
+        fig(f"{where}: fit, CPU of all processes", cpu_s, "s"),
+        fig(f"{where}: to_model", to_model_s, "s"),
+        fig(f"{where}: save_model", save_s, "s"),
+        fig(f"{where}: load_model", load_s, "s"),
+        fig(f"{where}: model file", path.stat().st_size / 1e6, "MB", note="savez_compressed"),
+    ]
+    return emulator, refit_svrs(trainer, flux, ivar), figures
 
 
-def compare_paper(n_pix: int, n_jobs: int, snr: tuple[float, float], seed: int) -> None:
+def compare_paper(n_pix: int, n_jobs: int, snr: tuple[float, float], seed: int) -> list[dict]:
     labels, flux, ivar = synthetic_survey(870, n_pix, np.random.default_rng(seed), snr)
     results = {}
     for preset in ("fast", "paper"):
         trainer = SlamTrainer(preset, n_jobs=n_jobs, chunk_size=max(1, n_pix // (2 * n_jobs)), progress=False)
         start = time.perf_counter()
-        trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES)
+        trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES, wave=synthetic_wave(n_pix))
         results[preset] = (time.perf_counter() - start, trainer)
     ratio = results["fast"][1].cv_mse_ / results["paper"][1].cv_mse_
     paper = results["paper"][1]
@@ -177,13 +212,25 @@ def compare_paper(n_pix: int, n_jobs: int, snr: tuple[float, float], seed: int) 
           f"{np.median(ratio):.4f}", f"{ratio.max():.4f}"]],
     )
     print(f"paper grid's choices (C/epsilon/gamma): {chosen}")
+    where = f"libsvm, 870 stars x {n_pix} pixels, n_jobs={n_jobs}"
+    paper_name = f"training, {where}: paper grid, wall"
+    return [
+        fig(paper_name, results["paper"][0], "s"),
+        fig(f"training, {where}: fast grid, wall", results["fast"][0], "s"),
+        fig(f"training, {where}: paper grid's time / fast grid's", results["paper"][0] / results["fast"][0], "x",
+            baseline=f"training, {where}: fast grid, wall"),
+        fig(f"training, {where}: fast grid's best CV MSE / paper grid's, median", float(np.median(ratio)), "",
+            baseline=f"training, {where}: paper grid's CV MSE"),
+        fig(f"training, {where}: fast grid's best CV MSE / paper grid's, max", float(ratio.max()), "",
+            baseline=f"training, {where}: paper grid's CV MSE"),
+    ]
 
 
 def emulator_bank(n_train: int, n_real: int, n_jobs: int, snr: tuple[float, float], seed: int):
     """A real trained bank of ``n_real`` pixels tiled to 1739 pixels, and matching sklearn SVRs."""
     labels, flux, ivar = synthetic_survey(n_train, n_real, np.random.default_rng(seed), snr)
     trainer = SlamTrainer("fast", n_jobs=n_jobs, chunk_size=max(1, n_real // (2 * n_jobs)), progress=False)
-    trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES)
+    trainer.fit(labels, flux, ivar, label_names=LABEL_NAMES, wave=synthetic_wave(n_real))
     tile = np.arange(N_MODEL_PIXELS) % n_real
     emulator = build_emulator(
         dual_coef=trainer.dual_coef_[tile], intercept=trainer.intercept_[tile], gamma=trainer.gamma_[tile],
@@ -207,7 +254,7 @@ def refit_svrs(trainer: SlamTrainer, flux: np.ndarray, ivar: np.ndarray) -> list
     return svrs
 
 
-def emulator_timings(emulator: Emulator, svrs: list[SVR], batch: int, seed: int) -> None:
+def emulator_timings(emulator: Emulator, svrs: list[SVR], batch: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     lo, hi = np.asarray(emulator.label_bounds).T
     thetas = rng.uniform(lo, hi, size=(batch, emulator.n_labels))
@@ -226,6 +273,17 @@ def emulator_timings(emulator: Emulator, svrs: list[SVR], batch: int, seed: int)
     got = np.asarray(jax.vmap(emulator)(jnp.asarray(thetas[:5])))
     max_diff = float(np.abs(got - check).max())
 
+    figures = [
+        fig("max |emulator - sklearn|", max_diff, "normalized flux", note="5 stars, float64"),
+        fig("sklearn svr.predict loop, value, 1 star", base_one * 1e3, "ms"),
+        fig(f"sklearn svr.predict loop, value, {batch} stars", base_batch * 1e3, "ms"),
+        fig("sklearn loop, central FD, jacobian, 1 star", n_fd * base_one * 1e3, "ms",
+            note=f"{n_fd} loops"),
+        fig(f"sklearn loop, central FD, jacobian, {batch} stars", n_fd * base_batch * 1e3, "ms",
+            note=f"{n_fd} loops"),
+    ]
+    baselines = {("value", "1"): figures[1]["name"], ("value", str(batch)): figures[2]["name"],
+                 ("jacobian", "1"): figures[3]["name"], ("jacobian", str(batch)): figures[4]["name"]}
     rows = [
         ["sklearn svr.predict loop", "value", "1", "float64", ms(base_one), "1"],
         ["sklearn svr.predict loop", "value", str(batch), "float64", ms(base_batch), "1"],
@@ -265,6 +323,15 @@ def emulator_timings(emulator: Emulator, svrs: list[SVR], batch: int, seed: int)
                 [label + " jacfwd", "jacobian", str(batch), dname, ms(t_many_jac),
                  f"{n_fd * base_batch / t_many_jac:.0f}"],
             ]
+            for method, output, stars, seconds, base in (
+                (f"emulator {name} (jit)", "value", "1", t_one, base_one),
+                (label, "value", str(batch), t_many, base_batch),
+                (f"emulator {name} jacfwd", "jacobian", "1", t_jac, n_fd * base_one),
+                (label + " jacfwd", "jacobian", str(batch), t_many_jac, n_fd * base_batch),
+            ):
+                what = f"{method}, {output}, {stars} star{'s' if stars != '1' else ''}, {dname}"
+                figures += [fig(what, seconds * 1e3, "ms"),
+                            fig(f"{what}, speed-up", base / seconds, "x", baseline=baselines[(output, stars)])]
     print_table(
         f"Emulator, {emulator.n_train} training stars x {emulator.n_pixels} pixels, "
         f"{len(emulator.group_sizes)} gamma groups, backend {jax.default_backend()} "
@@ -272,6 +339,7 @@ def emulator_timings(emulator: Emulator, svrs: list[SVR], batch: int, seed: int)
         ["method", "output", "stars", "dtype", "ms/call", "speed-up"],
         rows,
     )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -288,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-training", action="store_true", help="only time the emulator")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--seed", type=int, default=0)
+    _record.add_results_option(parser, "bench_train_emulator")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     jax.config.update("jax_enable_x64", True)
@@ -295,17 +364,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.pixels, args.stars, args.batch, args.real_pixels = [8], [100], 50, 8
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPUs visible")
+    figures: list[dict] = []
     if not args.skip_training:
-        training_scan(args.stars, args.pixels, snr, args.seed)
+        figures += training_scan(args.stars, args.pixels, snr, args.seed)
     if args.compare_paper:
-        compare_paper(args.compare_paper, args.n_jobs, snr, args.seed)
+        figures += compare_paper(args.compare_paper, args.n_jobs, snr, args.seed)
     if args.full:
         out = Path(tempfile.gettempdir()) / "bayesslam_bench_model.npz"
-        emulator, svrs = full_run(args.n_jobs, snr, args.seed, out)
+        emulator, svrs, full = full_run(args.n_jobs, snr, args.seed, out)
+        figures += full
+        bank = f"the full 870 x {emulator.n_pixels} model"
     else:
         n_train = 100 if args.quick else 870
         emulator, svrs = emulator_bank(n_train, args.real_pixels, args.n_jobs, snr, args.seed)
-    emulator_timings(emulator, svrs, args.batch, args.seed)
+        bank = f"{args.real_pixels} trained pixels tiled to {emulator.n_pixels}, {n_train} training stars"
+    figures += emulator_timings(emulator, svrs, args.batch, args.seed)
+    settings = {key: value for key, value in vars(args).items() if key != "results"}
+    title = (f"synthetic M-dwarf-like spectra, SNR {snr[0]:g}-{snr[1]:g}; emulator on {bank}, "
+             f"{len(emulator.group_sizes)} gamma groups")
+    record = _record.results_path(args.results, "bench_train_emulator")
+    _record.write(record, "bench_train_emulator", figures, title=title, settings=settings)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,8 @@ class KernelCache:
     The fold kernels are truncated at ``rank_tol`` (eigenvalues below
     ``rank_tol * max`` set to 0, the rank rounded up to a multiple of 64):
     for the paper's gammas at 870 stars the default keeps 25-57% of the
-    eigenvectors (192-448 of 783), 1.3x fewer multiply-adds per iteration
-    than at ``1e-6``. Truncation changes the problem most at large
+    eigenvectors (192-448 of 783), fewer multiply-adds per iteration than
+    at ``1e-6``. Truncation changes the problem most at large
     ``C``: against exact solves at ``tol = 1e-3`` the held-out MSE of 48
     pixels x the paper grid is off by at most 3.1e-3 (relative, at
     ``C = 2^5``; 6e-4 up to ``C = 2^3``) at ``rank_tol = 1e-5``, 4e-2 at

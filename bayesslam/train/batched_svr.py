@@ -38,14 +38,14 @@ remaining work shrinks; the intercept is computed as libsvm's
 M-dwarf spectra over the paper's ``C = 2^-5..2^5`` (``docs/training.md``).
 
 Everything runs in JAX (the same code runs on a GPU), in the dtype asked for;
-float32 is accurate enough for the cross-validation scores and about twice as
-fast on a CPU, float64 (under ``jax.enable_x64``) is used for final models.
+float32 is accurate enough for the cross-validation scores and cheaper,
+float64 (under ``jax.enable_x64``) is used for final models.
 The returned point, its float64 gap and its intercept are one compiled step
 too; only columns whose sum the free coefficients cannot rebalance (rare)
 are finished on the host. Arrays reach the device with ``jax.device_put``
-(``jnp.asarray`` of a host array compiles a copy program per shape, ~0.4 s
-each on a GPU) and the products run at ``Precision.HIGHEST`` (no
-tensor-float-32 rounding on GPUs).
+(``jnp.asarray`` of a host array compiles a copy program per shape, and
+compiling is slow on a GPU) and the products run at ``Precision.HIGHEST`` (no
+tensor-float-32 rounding on GPUs). Measured costs: ``docs/benchmarks.md``.
 This module imports no scikit-learn; its tests compare it with
 ``sklearn.svm.SVR`` (libsvm).
 """
@@ -161,7 +161,7 @@ class KernelSpectrum:
             raise BatchedSVRError("the kernel matrix holds non-finite values")
         kernel = 0.5 * (kernel + kernel.T)
         # one BLAS thread: LAPACK's divide and conquer on a few hundred rows is fastest
-        # single-threaded, and threads fighting JAX's thread pool make it 20-50x slower
+        # single-threaded, and threads fighting JAX's thread pool make it many times slower
         with threadpool_limits(limits=1, user_api="blas"):
             values, vectors = np.linalg.eigh(kernel)
         return cls(kernel=kernel, vectors=vectors, values=np.clip(values, 0.0, None))
@@ -365,7 +365,7 @@ def _admm_block(vectors, vectors_t, values, ones_v, Y, upper, eps, rho, usable, 
     done in the eigenbasis (``1' (K + rho I)^-1 q`` from ``V' q``), so each
     iteration costs two products with the eigenvectors and a few
     elementwise passes. ``vectors_t`` is ``vectors.T`` stored contiguously
-    (XLA's CPU product with a transposed operand is ~2x slower). Columns
+    (XLA's CPU product with a transposed operand is slower). Columns
     already ``done`` keep their state. Returns ``(v, gap, done)``.
     """
     full = vectors.shape[1] == vectors.shape[0]
@@ -538,7 +538,7 @@ def _iterate(spectrum, Yu, upper, usable, eps, rho, v, n_iter, columns, tol, max
     """
     with jax.enable_x64(dtype == np.float64):
         # cast on the host and device_put: jnp.asarray and eager casts compile a copy per shape
-        # (~0.4 s each on a GPU)
+        # (slow to compile on a GPU)
         def to(array):
             return jax.device_put(np.asarray(array, dtype=dtype))
 
