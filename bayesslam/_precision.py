@@ -28,8 +28,8 @@ def float64() -> Iterator[None]:
     Examples
     --------
     >>> import jax.numpy as jnp
-    >>> from bayesslam._precision import float64
-    >>> with float64():
+    >>> import bayesslam
+    >>> with bayesslam.float64():
     ...     print(jnp.ones(2).dtype)
     float64
     """

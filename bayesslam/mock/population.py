@@ -58,12 +58,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The mock labels, in order: Teff (K), log g, [Fe/H] and [alpha/M] (dex).
 LABEL_NAMES: tuple[str, ...] = ("teff", "logg", "fe_h", "alpha_m")
+#: Structured dtype of label arrays: one float64 field per name in :data:`LABEL_NAMES`.
 LABEL_DTYPE = np.dtype([(name, "f8") for name in LABEL_NAMES])
 
+#: Mean of the normal distribution of [alpha/M] (dex).
 ALPHA_M_MEAN: float = 0.0
+#: Standard deviation of the normal distribution of [alpha/M] (dex).
 ALPHA_M_SD: float = 0.05
+#: Gaussian jitter of the resampled Birky et al. (2020) Teff (K).
 TEFF_JITTER: float = 20.0
+#: Gaussian jitter of the resampled Birky et al. (2020) [Fe/H] (dex).
 FE_H_JITTER: float = 0.02
 
 _DISTRIBUTIONS = ("birky2020", "uniform")

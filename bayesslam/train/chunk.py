@@ -180,4 +180,5 @@ CHUNK_ARRAYS = (
 
 
 def indexed_chunk(index: int, *args: Any) -> tuple[int, dict[str, np.ndarray]]:
+    """:func:`train_chunk` of ``args``, returned with the chunk's ``index`` (for parallel workers)."""
     return index, train_chunk(*args)
