@@ -260,10 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``bayesslam`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     args.progress = sys.stderr.isatty()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
-    )
+    # bayesslam's own messages at INFO (DEBUG with -v); other libraries' only from WARNING
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
+    logging.getLogger("bayesslam").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.handler(args))
     except BayesSlamError as exc:

@@ -15,6 +15,7 @@ from bayesslam.catalog import (
     TrainingDomain,
     build_catalog,
     describe_flags,
+    flag_names,
     write_catalog,
 )
 from bayesslam.infer import fit_map
@@ -46,6 +47,9 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     assert list(back["IDENTIFIER"]) == [f"s{i}" for i in range(5)]
     assert back.meta["FLAGBIT6"] == "LOW_SNR"
     assert "OUTSIDE_DOMAIN" in describe_flags()
+    # each bit's own meaning, not the class docstring
+    assert "edge of the prior box" in describe_flags().splitlines()[1] and len(set(describe_flags().splitlines())) == 8
+    assert flag_names(24) == ["RHAT_HIGH", "LOW_ESS"] and flag_names(0) == []
 
 
 def _calibration(posterior: bool = True):

@@ -7,7 +7,7 @@ empirical errors, sigma = a SNR^b).
 """
 
 from bayesslam.catalog.domain import TrainingDomain
-from bayesslam.catalog.flags import Flag, FlagThresholds, describe_flags
+from bayesslam.catalog.flags import FLAG_MEANINGS, Flag, FlagThresholds, describe_flags, flag_names
 from bayesslam.catalog.snr_law import (
     PAPER_SNR_LAWS,
     PAPER_SNR_RANGE,
@@ -20,12 +20,14 @@ from bayesslam.catalog.table import build_catalog, write_catalog
 __all__ = [
     "PAPER_SNR_LAWS",
     "PAPER_SNR_RANGE",
+    "FLAG_MEANINGS",
     "Flag",
     "FlagThresholds",
     "SnrLaw",
     "TrainingDomain",
     "build_catalog",
     "describe_flags",
+    "flag_names",
     "fit_snr_law",
     "snr_law_sigma",
     "write_catalog",

@@ -6,28 +6,33 @@ import enum
 
 from bayesslam.catalog.snr_law import PAPER_SNR_RANGE
 
-__all__ = ["Flag", "FlagThresholds", "describe_flags"]
+__all__ = ["Flag", "FLAG_MEANINGS", "FlagThresholds", "describe_flags", "flag_names"]
 
 
 class Flag(enum.IntFlag):
-    """Bits of the catalog's ``FLAGS`` column (0 = no warning)."""
+    """Bits of the catalog's ``FLAGS`` column (0 = no warning); :data:`FLAG_MEANINGS` says what each means."""
 
     OUTSIDE_DOMAIN = 1 << 0
-    """MAP labels rarer than the training set's low-density tail, or posterior mass outside its hull."""
     AT_PRIOR_EDGE = 1 << 1
-    """A MAP label sits at the edge of the prior box."""
     FIT_FAILED = 1 << 2
-    """The optimizer did not converge (or produced non-finite values)."""
     RHAT_HIGH = 1 << 3
-    """A label's R-hat exceeds the threshold (default 1.01): not converged."""
     LOW_ESS = 1 << 4
-    """A label's bulk ESS is below the threshold (default 400)."""
     DIVERGENCES = 1 << 5
-    """NUTS reported divergent transitions."""
     LOW_SNR = 1 << 6
-    """SNR below the range over which the SNR-law errors were calibrated (2.3)."""
     POOR_FIT = 1 << 7
-    """Reduced chi2 above the threshold (default 3): the model does not describe the spectrum."""
+
+
+#: What each flag bit means.
+FLAG_MEANINGS: dict[Flag, str] = {
+    Flag.OUTSIDE_DOMAIN: "MAP labels rarer than the training set's low-density tail, or posterior mass outside its hull.",
+    Flag.AT_PRIOR_EDGE: "A MAP label sits at the edge of the prior box.",
+    Flag.FIT_FAILED: "The optimizer did not converge (or produced non-finite values).",
+    Flag.RHAT_HIGH: "A label's R-hat exceeds the threshold (default 1.01): not converged.",
+    Flag.LOW_ESS: "A label's bulk ESS is below the threshold (default 400).",
+    Flag.DIVERGENCES: "NUTS reported divergent transitions.",
+    Flag.LOW_SNR: "SNR below the range over which the SNR-law errors were calibrated (2.3).",
+    Flag.POOR_FIT: "Reduced chi2 above the threshold (default 3): the model does not describe the spectrum.",
+}
 
 
 class FlagThresholds:
@@ -42,5 +47,10 @@ class FlagThresholds:
 
 
 def describe_flags() -> str:
-    """Human-readable table of flag bits."""
-    return "\n".join(f"bit {int(f).bit_length() - 1:2d} {f.name}: {f.__doc__ or ''}".rstrip() for f in Flag)
+    """Human-readable table of flag bits: ``bit N NAME: meaning`` per line."""
+    return "\n".join(f"bit {int(f).bit_length() - 1:2d} {f.name}: {FLAG_MEANINGS[f]}" for f in Flag)
+
+
+def flag_names(value: int) -> list[str]:
+    """The names of the bits set in a ``FLAGS`` value, e.g. ``flag_names(24) == ["RHAT_HIGH", "LOW_ESS"]``."""
+    return [flag.name for flag in Flag if int(value) & int(flag)]

@@ -65,7 +65,7 @@ Potential = Callable[[jax.Array, Any], jax.Array]
 
 
 class NutsDraws(NamedTuple):
-    """Output of :func:`run_nuts` (unconstrained coordinates).
+    """Output of a runner from :func:`build_nuts_runner` (unconstrained coordinates).
 
     Attributes
     ----------

@@ -131,12 +131,22 @@ class Posterior:
         post = self.idata.posterior
         return np.stack([post[name].values[..., star].reshape(-1) for name in self.label_names], axis=-1)
 
+    def star(self, which: int | str) -> Any:
+        """One star's draws as an ``xarray.Dataset`` (dims ``chain``, ``draw``), by index or identifier.
+
+        Ready for ArviZ's plots, e.g. ``az.plot_pair(posterior.star("spec-1079-52621-0509"))``.
+        """
+        identifier = self.identifiers[which] if isinstance(which, (int, np.integer)) else which
+        if identifier not in self.identifiers:
+            raise BayesSlamError(f"no star {identifier!r} in this posterior; it has {list(self.identifiers)[:5]}...")
+        return self.idata.posterior.sel(star=identifier)
+
     def to_datatree(self) -> Any:
         """The posterior as an ``xarray.DataTree`` (the exchange format of ArviZ >= 1)."""
         return self.idata.to_datatree()
 
     def to_netcdf(self, path: str | Path) -> Path:
-        """Save the InferenceData (with the summary as posterior attributes) to NetCDF."""
+        """Save the InferenceData (draws and sample statistics; the sampler's name as an attribute) to NetCDF."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.idata.to_netcdf(str(path))
@@ -144,6 +154,14 @@ class Posterior:
 
 
 def summarize(idata: az.InferenceData, names: Sequence[str], diverging: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-star summary of the draws: median, 16/84 quantiles, mean, sd, split-R-hat and bulk ESS per label.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        Arrays ``(n_star, n_label)``, and ``n_divergent`` ``(n_star,)`` (``diverging``). With one
+        chain, R-hat compares its two halves.
+    """
     post = idata.posterior
     stacked = np.stack([post[n].values for n in names], axis=-1)  # chain, draw, star, label
     flat = stacked.reshape(-1, stacked.shape[2], stacked.shape[3])
@@ -170,7 +188,12 @@ def summarize(idata: az.InferenceData, names: Sequence[str], diverging: np.ndarr
     )
 
 
-def to_inference_data(samples: dict[str, np.ndarray], diverging: np.ndarray | None, ids: Sequence[str], method: str) -> az.InferenceData:
+def to_inference_data(samples: dict[str, np.ndarray], diverging: np.ndarray | None, ids: Sequence[str],
+                      method: str) -> az.InferenceData:
+    """ArviZ InferenceData of draws ``(chain, draw, star)`` per label, with a ``star`` coordinate.
+
+    ``diverging`` (NUTS) goes to ``sample_stats``; the sampler's name to the posterior's attributes.
+    """
     dims = {name: ["star"] for name in samples}
     stats = {} if diverging is None else {"diverging": diverging}
     idata = az.from_dict(

@@ -25,9 +25,9 @@ __all__ = ["MockSet", "prepare_mock", "mock_set"]
 logger = logging.getLogger(__name__)
 
 
-def prepare_mock(n: int, seed: int, snr_range: tuple[float, float],
-                 progress: bool = True) -> tuple[PreparedSpectra, np.ndarray, np.ndarray]:
-    """A mock survey of ``n`` stars prepared on the default model grid.
+def prepare_mock(n: int, seed: int, snr_range: tuple[float, float], progress: bool = True,
+                 wave: np.ndarray | None = None) -> tuple[PreparedSpectra, np.ndarray, np.ndarray]:
+    """A mock survey of ``n`` stars prepared on a model grid (default: the production window).
 
     Returns
     -------
@@ -41,7 +41,7 @@ def prepare_mock(n: int, seed: int, snr_range: tuple[float, float],
         If a mock spectrum fails to prepare (a bug: mock spectra are valid).
     """
     batch, table = make_survey(n, np.random.default_rng(seed), setup=ObservingSetup(snr_range=snr_range))
-    prepared = prepare_spectra(iter(batch), progress=progress, total=len(batch))
+    prepared = prepare_spectra(iter(batch), wave, progress=progress, total=len(batch))
     if prepared.failures:
         raise RuntimeError(f"{len(prepared.failures)} mock spectra failed to prepare: {prepared.failures[:3]}")
     order = {name: i for i, name in enumerate(table["identifier"])}
