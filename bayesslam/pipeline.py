@@ -416,17 +416,20 @@ def sample_labels(
     return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
 
 
-def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, **options: Any) -> SampleResult:
-    """Full label posteriors of many stars: :func:`sample_labels` (same parameters).
+def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, sampler: str = "nuts",
+           num_warmup: int = 1000, num_samples: int = 1000, num_chains: int = 1, prior: LabelPrior | None = None,
+           progress: bool = False) -> SampleResult:
+    """Full label posteriors of many stars: :func:`sample_labels` (the same parameters and result).
 
     Examples
     --------
     >>> import bayesslam
-    >>> result = bayesslam.sample(["spec-1079-52621-0509.fits"], seed=1)  # doctest: +SKIP
+    >>> result = bayesslam.sample(["spec-1079-52621-0509.fits"], seed=1, num_chains=4)  # doctest: +SKIP
     >>> result.catalog["FE_H_MEDIAN", "FE_H_P16", "FE_H_P84"]  # doctest: +SKIP
     >>> result.to_netcdf("posterior.nc")  # doctest: +SKIP
     """
-    return sample_labels(spectra, model, seed=seed, **options)
+    return sample_labels(spectra, model, seed=seed, sampler=sampler, num_warmup=num_warmup, num_samples=num_samples,
+                         num_chains=num_chains, prior=prior, progress=progress)
 
 
 @in_float64

@@ -105,7 +105,6 @@ EMULATOR_ARRAYS: tuple[str, ...] = (
 
 
 _FLOAT_FIELDS = (
-    "dual_grouped",
     "intercept",
     "gamma",
     "group_gamma",
@@ -119,6 +118,7 @@ _FLOAT_FIELDS = (
     "training_labels",
     "label_bounds",
 )
+_BLOCK_FIELDS = ("dual_blocks",)
 _INT_FIELDS = ("group_pixels", "pixel_rows")
 _BOOL_FIELDS = ("pixel_mask",)
 _META_FIELDS = ("label_names", "label_units", "group_sizes")
@@ -133,11 +133,14 @@ class Emulator:
 
     Attributes
     ----------
-    dual_grouped : Array, shape (n_pix, n_train)
-        SVR dual coefficients in standardized-flux units, rows sorted by gamma
-        group (row ``r`` belongs to pixel ``group_pixels[r]``). Zero where a
-        training star is not a support vector of that pixel or was excluded
-        from its fit. :attr:`dual_coef` gives them in pixel order.
+    dual_blocks : tuple of Array, shapes (group_sizes[g], n_train)
+        SVR dual coefficients in standardized-flux units, one block of rows
+        per gamma group (stacked, row ``r`` belongs to pixel
+        ``group_pixels[r]``). Zero where a training star is not a support
+        vector of that pixel or was excluded from its fit. Kept as separate
+        arrays so that compiled code taking the emulator as an argument
+        multiplies each block without copying a slice first.
+        :attr:`dual_coef` gives them in pixel order.
     intercept : Array, shape (n_pix,)
         SVR intercepts (standardized-flux units), pixel order.
     gamma : Array, shape (n_pix,)
@@ -145,9 +148,9 @@ class Emulator:
     group_gamma : Array, shape (n_groups,)
         The distinct gamma values, one per group.
     group_pixels : Array of int, shape (n_pix,)
-        Pixel index of each row of ``dual_grouped``.
+        Pixel index of each row of the stacked ``dual_blocks``.
     pixel_rows : Array of int, shape (n_pix,)
-        Row of ``dual_grouped`` of each pixel (inverse of ``group_pixels``).
+        Row of the stacked ``dual_blocks`` of each pixel (inverse of ``group_pixels``).
     train_x : Array, shape (n_train, n_label)
         Standardized training labels, exactly as the SVRs saw them.
     label_mean, label_scale : Array, shape (n_label,)
@@ -171,11 +174,11 @@ class Emulator:
     label_names, label_units : tuple of str
         Names and units of the labels, in order (static).
     group_sizes : tuple of int
-        Number of pixels of each gamma group, in ``dual_grouped`` row order
+        Number of pixels of each gamma group, in ``dual_blocks`` order
         (static).
     """
 
-    dual_grouped: Array
+    dual_blocks: tuple[Array, ...]
     intercept: Array
     gamma: Array
     group_gamma: Array
@@ -259,12 +262,12 @@ class Emulator:
     @property
     def dtype(self) -> np.dtype:
         """The floating dtype the emulator computes in."""
-        return np.dtype(self.dual_grouped.dtype)
+        return np.dtype(self.dual_blocks[0].dtype)
 
     @property
     def dual_coef(self) -> jax.Array:
         """Dual coefficients in pixel order, shape (n_pix, n_train)."""
-        return jnp.take(self.dual_grouped, self.pixel_rows, axis=0)
+        return jnp.take(jnp.concatenate(self.dual_blocks, axis=0), self.pixel_rows, axis=0)
 
     def astype(self, dtype: Any) -> "Emulator":
         """Return a copy whose floating arrays have ``dtype`` (e.g. ``jnp.float32``).
@@ -275,12 +278,13 @@ class Emulator:
         if dtype.kind != "f":
             raise EmulatorError(f"astype needs a floating dtype, got {dtype}")
         changes = {name: jnp.asarray(getattr(self, name), dtype=dtype) for name in _FLOAT_FIELDS}
+        changes["dual_blocks"] = tuple(jnp.asarray(block, dtype=dtype) for block in self.dual_blocks)
         return dataclasses.replace(self, **changes)
 
 
 jax.tree_util.register_dataclass(
     Emulator,
-    data_fields=list(_FLOAT_FIELDS + _INT_FIELDS + _BOOL_FIELDS),
+    data_fields=list(_BLOCK_FIELDS + _FLOAT_FIELDS + _INT_FIELDS + _BOOL_FIELDS),
     meta_fields=list(_META_FIELDS),
 )
 
@@ -428,7 +432,7 @@ def build_emulator(
         return jnp.asarray(value) if dtype is None else jnp.asarray(value, dtype=dtype)
 
     return Emulator(
-        dual_grouped=as_float(dual_coef[group_pixels]),
+        dual_blocks=tuple(as_float(block) for block in np.split(dual_coef[group_pixels], np.cumsum(group_sizes)[:-1])),
         intercept=as_float(per_pixel["intercept"]),
         gamma=as_float(per_pixel["gamma"]),
         group_gamma=as_float(group_gamma),
@@ -451,7 +455,7 @@ def build_emulator(
 
 
 def _standardize(emulator: Emulator, labels: Array) -> jax.Array:
-    labels = jnp.asarray(labels, dtype=emulator.dual_grouped.dtype)
+    labels = jnp.asarray(labels, dtype=emulator.dtype)
     if labels.ndim < 1 or labels.shape[-1] != emulator.n_labels:
         raise EmulatorError(
             f"labels must have shape (..., {emulator.n_labels}) for {emulator.label_names}, got {labels.shape}"
@@ -494,11 +498,9 @@ def flux_grouped(emulator: Emulator, labels: Array) -> jax.Array:
     z = _standardize(emulator, labels)
     d2 = squared_distances(emulator.train_x, z)
     blocks = []
-    start = 0
-    for group, size in enumerate(emulator.group_sizes):
+    for group, dual in enumerate(emulator.dual_blocks):
         kernel = jnp.exp(-emulator.group_gamma[group] * d2)
-        blocks.append(kernel @ emulator.dual_grouped[start : start + size].T)
-        start += size
+        blocks.append(kernel @ dual.T)
     y_grouped = jnp.concatenate(blocks, axis=-1)
     y = jnp.take(y_grouped, emulator.pixel_rows, axis=-1)
     return emulator.flux_mean + emulator.flux_scale * (emulator.intercept + y)
@@ -509,17 +511,15 @@ def _kernel_products(emulator: Emulator, z: jax.Array, with_value: bool) -> tupl
     offsets_t = jnp.swapaxes(emulator.train_x - z[..., None, :], -1, -2)  # (..., n_label, n_train)
     d2 = jnp.sum(offsets_t * offsets_t, axis=-2)
     values, slopes = [], []
-    start = 0
-    for group, size in enumerate(emulator.group_sizes):
+    for group, dual in enumerate(emulator.dual_blocks):
         gamma = emulator.group_gamma[group]
         kernel = jnp.exp(-gamma * d2)[..., None, :]
         rows = [kernel, kernel * offsets_t] if with_value else [kernel * offsets_t]
-        product = jnp.concatenate(rows, axis=-2) @ emulator.dual_grouped[start : start + size].T
+        product = jnp.concatenate(rows, axis=-2) @ dual.T
         if with_value:
             values.append(product[..., 0, :])
             product = product[..., 1:, :]
         slopes.append(2.0 * gamma * product)
-        start += size
     dy_dz = jnp.take(jnp.concatenate(slopes, axis=-1), emulator.pixel_rows, axis=-1)
     y = jnp.take(jnp.concatenate(values, axis=-1), emulator.pixel_rows, axis=-1) if with_value else None
     return y, dy_dz
@@ -629,7 +629,7 @@ def weighted_flux_derivatives(emulator: Emulator, labels: Array, weights: Array)
     start = 0
     for group, size in enumerate(emulator.group_sizes):
         gamma = emulator.group_gamma[group]
-        projected = grouped[..., start : start + size] @ emulator.dual_grouped[start : start + size]
+        projected = grouped[..., start : start + size] @ emulator.dual_blocks[group]
         g, h = _projected_derivatives(gamma, projected * jnp.exp(-gamma * d2), offsets_t, second=True)
         gradient, hessian = gradient + g, hessian + h
         start += size
@@ -730,7 +730,7 @@ def least_squares_terms(
         rows = slice(start, start + size)
         gamma = emulator.group_gamma[group]
         kernel = jnp.exp(-gamma * d2)
-        dual = emulator.dual_grouped[rows]
+        dual = emulator.dual_blocks[group]
         if jacobian:
             stacked = jnp.concatenate([kernel[..., None, :], kernel[..., None, :] * offsets_t], axis=-2)
             product = stacked @ dual.T  # (..., 1 + n_label, size)

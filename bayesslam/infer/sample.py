@@ -211,7 +211,7 @@ def sample_nuts(
         NUTS settings.
     emulator_dtype : {"float32", "float64", None}
         Precision of the emulator inside NUTS (the likelihood is summed in
-        float64 either way). Float32 halves the cost of every gradient; on the
+        float64 either way). Float32 makes every gradient cheaper; on the
         default model it moves the log density by ~3e-4 and its gradient by
         ~1e-6 relative, far below what changes an accept/reject decision
         (``tests/test_sample.py`` checks that both give the same posterior).
