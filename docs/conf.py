@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _installed_version
 
-# The docs are built against the real, installed package (no mocked imports). A source checkout
-# that is not installed still works: the repository root goes first on the path.
-sys.path.insert(0, os.path.abspath(".."))
+# The docs are built against the real, installed package (no mocked imports, no sys.path edits):
+# install it first (python3 -m pip install -e ".[docs]").
 
 # Importing JAX-backed modules here must not try to grab an accelerator or print warnings.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
