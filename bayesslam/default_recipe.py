@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from bayesslam._precision import in_float64
@@ -106,7 +107,7 @@ def posterior_set(model, mock: MockSet, n: int, cache: Path | None = CACHE, num_
             return PosteriorSet(**{name: data[name] for name in fields})
     t0 = time.time()
     fit = fit_map(model.emulator, mock.flux[:n], mock.ivar[:n])
-    post = sample_nuts(model.emulator, mock.flux[:n], mock.ivar[:n], rng_key=_key(mock.seed),
+    post = sample_nuts(model.emulator, mock.flux[:n], mock.ivar[:n], rng_key=jax.random.key(mock.seed),
                        num_warmup=num_warmup, num_samples=num_samples, init_labels=fit.labels, progress=False)
     thin = max(1, num_samples // max_draws)
     draws = np.stack([post.draws(i)[::thin] for i in range(n)])
@@ -118,12 +119,6 @@ def posterior_set(model, mock: MockSet, n: int, cache: Path | None = CACHE, num_
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **{name: getattr(out, name) for name in fields})
     return out
-
-
-def _key(seed: int):
-    import jax
-
-    return jax.random.key(seed)
 
 
 @in_float64

@@ -39,7 +39,7 @@ from bayesslam.catalog import TrainingDomain, build_catalog
 from bayesslam.emulator import SlamModel, default_model_path
 from bayesslam.emulator import load_model as _load_model_file
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
-from bayesslam.grid import model_wavelength
+from bayesslam.grid import PRODUCTION_WINDOW, model_wavelength
 from bayesslam.infer import (
     LabelPrior,
     MapResult,
@@ -439,7 +439,7 @@ def train(
     *,
     label_names: Sequence[str] = ("teff", "logg", "fe_h", "alpha_m"),
     id_column: str = "identifier",
-    window: tuple[float, float] | None = None,
+    window: tuple[float, float] | None = PRODUCTION_WINDOW,
     description: str = "",
     progress: bool = False,
     **trainer_options: Any,
@@ -458,8 +458,9 @@ def train(
         The label columns, in the model's order.
     id_column : str
         The identifier column of a label table.
-    window : (float, float), optional
-        Wavelength window of the model grid (default: the production window).
+    window : (float, float) or None
+        Wavelength window of the model grid for raw spectra (default: the
+        production window; None: the whole BOSS grid).
     description : str
         Free text stored in the model.
     progress : bool
@@ -474,8 +475,8 @@ def train(
     """
     from bayesslam.train import SlamTrainer
 
-    wave = model_wavelength(window) if window else model_wavelength()
-    prepared = _prepare_inputs(spectra, wave, ContinuumSettings(), progress)  # a prepared file keeps its grid
+    # raw spectra go on the window's grid; a prepared file keeps its own grid
+    prepared = _prepare_inputs(spectra, model_wavelength(window), ContinuumSettings(), progress)
     if prepared.failures:
         logger.warning("%d input(s) could not be prepared and are left out of the training set.",
                        len(prepared.failures))

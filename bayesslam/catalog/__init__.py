@@ -7,7 +7,13 @@ empirical errors, sigma = a SNR^b).
 """
 
 from bayesslam.catalog.domain import TrainingDomain
-from bayesslam.catalog.flags import FLAG_MEANINGS, Flag, FlagThresholds, describe_flags, flag_names
+from bayesslam.catalog.flags import (
+    FLAG_MEANINGS,
+    Flag,
+    FlagThresholds,
+    describe_flags,
+    flag_names,
+)
 from bayesslam.catalog.snr_law import (
     PAPER_SNR_LAWS,
     PAPER_SNR_RANGE,
