@@ -150,6 +150,9 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: OUTPUT.checkpoint)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
     train.add_argument("--description", default="", help="free text stored in the model")
+    train.add_argument("--no-label-cv", action="store_true",
+                       help="skip the label-level cross-validation (each training star fitted by the fold model that "
+                            "did not see it; it gives the model its error calibration, docs/calibration.md)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     train.set_defaults(handler=_run_train)
 
@@ -189,7 +192,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if checkpoint.exists() and not args.resume:
         raise BayesSlamError(f"checkpoint {checkpoint} exists; pass --resume to continue that training, or remove it.")
     model = train(args.spectra, args.labels, label_names=tuple(args.label_names.split(",")),
-                  id_column=args.id_column, description=args.description, progress=args.progress,
+                  id_column=args.id_column, description=args.description, label_cv=not args.no_label_cv,
+                  progress=args.progress,
                   grid=args.grid, backend=args.backend, n_folds=args.folds, tol=args.tol, cv_tol=args.cv_tol,
                   cv_race=False if args.no_cv_race else None, n_jobs=args.n_jobs, checkpoint_dir=checkpoint)
     save_model(model, args.output, overwrite=args.overwrite)

@@ -441,10 +441,18 @@ def train(
     id_column: str = "identifier",
     window: tuple[float, float] | None = PRODUCTION_WINDOW,
     description: str = "",
+    label_cv: bool = True,
     progress: bool = False,
     **trainer_options: Any,
 ) -> SlamModel:
     """Train a SLAM model on labelled spectra and return it (save it with :func:`bayesslam.emulator.save_model`).
+
+    With ``label_cv`` (the default) every training star's labels are then
+    inferred by the fold model that did not see it
+    (:func:`bayesslam.train.with_label_cv`), and the model carries these
+    out-of-fold labels and the Laplace error calibration measured on them, so
+    its catalogs' calibrated errors (``L_ERR``) come from its own training
+    stars.
 
     Parameters
     ----------
@@ -463,6 +471,8 @@ def train(
         production window; None: the whole BOSS grid).
     description : str
         Free text stored in the model.
+    label_cv : bool
+        Run the label-level cross-validation and store its calibration.
     progress : bool
         Show progress bars.
     **trainer_options
@@ -473,7 +483,7 @@ def train(
     -------
     SlamModel
     """
-    from bayesslam.train import SlamTrainer
+    from bayesslam.train import SlamTrainer, with_label_cv
 
     # raw spectra go on the window's grid; a prepared file keeps its own grid
     prepared = _prepare_inputs(spectra, model_wavelength(window), ContinuumSettings(), progress)
@@ -486,4 +496,8 @@ def train(
     trainer = SlamTrainer(progress=progress, **trainer_options)
     trainer.fit_prepared(labels, prepared, label_names=names)
     logger.info("trained on %d stars x %d pixels", len(prepared), prepared.wave.size)
-    return trainer.to_model(description=description)
+    model = trainer.to_model(description=description)
+    if not label_cv:
+        return model
+    n_jobs = int(trainer_options.get("n_jobs", 1))
+    return with_label_cv(model, prepared.spectra.flux, prepared.spectra.ivar, n_jobs=n_jobs, progress=progress)

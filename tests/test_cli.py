@@ -78,6 +78,8 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
     loaded = load_model(model)
     assert loaded.label_names == ("teff", "logg", "fe_h", "alpha_m")
     assert loaded.metadata["n_train"] == 24 and loaded.wave[0] >= 8100
+    # label-level CV runs by default: every training star has out-of-fold labels
+    assert loaded.label_cv is not None and loaded.label_cv.labels.shape == (24, 4)
 
 
 def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
@@ -97,8 +99,14 @@ def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
     assert same >= 0.95
     labels = reference.training_labels[:5]
     np.testing.assert_allclose(batched.predict(labels), reference.predict(labels), atol=1e-3)
+    # the fold models of label-level CV agree across backends as the full models do
+    ok = np.isfinite(reference.label_cv.labels[:, 0]) & np.isfinite(batched.label_cv.labels[:, 0])
+    assert ok.sum() >= 25
+    np.testing.assert_allclose(batched.label_cv.labels[ok, 0], reference.label_cv.labels[ok, 0], atol=5.0)
     assert main([*common, "-o", str(tmp_path / "x.npz"), "--cv-tol", "-1", "--backend", "batched"]) == 2
     # racing the grid points is the batched default; --no-cv-race scores every point (recorded in the model)
     assert batched.metadata["trainer"]["cv_race"] == CVRace().to_dict()
-    assert main([*common, "-o", str(tmp_path / "full.npz"), "--backend", "batched", "--no-cv-race"]) == 0
+    assert main([*common, "-o", str(tmp_path / "full.npz"), "--backend", "batched", "--no-cv-race",
+                 "--no-label-cv"]) == 0
     assert load_model(tmp_path / "full.npz").metadata["trainer"]["cv_race"] is None
+    assert load_model(tmp_path / "full.npz").label_cv is None

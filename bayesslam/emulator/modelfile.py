@@ -22,6 +22,9 @@ File layout (one compressed ``numpy.savez_compressed`` archive; read with
     (``pixel_mask`` bool), dual coefficients in pixel order.
 ``training/<name>``
     The arrays of :class:`TrainingSummary`.
+``label_cv/<name>``
+    Optional: the arrays of :class:`OutOfFoldLabels` (label-level
+    cross-validation of the training stars).
 
 The metadata may carry ``calibration``, the model's measured label-error
 calibration (:class:`bayesslam.calibration.ModelCalibration`), validated on
@@ -67,6 +70,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "ModelFileError",
     "TrainingSummary",
+    "OutOfFoldLabels",
     "SlamModel",
     "library_versions",
     "model_checksum",
@@ -86,6 +90,7 @@ _METADATA_KEY = "__metadata__"
 _CHECKSUM_KEY = "__checksum__"
 _EMULATOR_PREFIX = "emulator/"
 _TRAINING_PREFIX = "training/"
+_LABEL_CV_PREFIX = "label_cv/"
 _REQUIRED_METADATA = (
     "format",
     "schema_version",
@@ -174,6 +179,49 @@ class TrainingSummary:
 
 
 @dataclass(frozen=True, eq=False)
+class OutOfFoldLabels:
+    """Label-level cross-validation: every training star fitted by the model trained without its fold.
+
+    With the folds and per-pixel hyperparameters of training, each fold's
+    SVR bank is refitted on the other folds' stars; the stars of the fold are
+    then fitted (MAP + Laplace, the model's box prior) with it. Their labels
+    against the training labels measure the model's label errors on stars it
+    has not seen, at the training set's own SNR (for a model trained on real
+    labelled spectra: on real spectra).
+
+    Attributes
+    ----------
+    labels, sigma : numpy.ndarray, shape (n_train, n_label)
+        Out-of-fold MAP labels and Laplace sigmas (NaN where the fit failed).
+    status : numpy.ndarray of int, shape (n_train,)
+        :class:`bayesslam.infer.FitStatus` code of each fit.
+    snr : numpy.ndarray, shape (n_train,)
+        SNR of each training spectrum (median of ``flux * sqrt(ivar)`` over
+        its usable pixels).
+    """
+
+    labels: np.ndarray
+    sigma: np.ndarray
+    status: np.ndarray
+    snr: np.ndarray
+
+    def __post_init__(self) -> None:
+        shape = np.shape(self.labels)
+        if len(shape) != 2 or min(shape) < 1:
+            raise ModelFileError(f"out-of-fold labels have shape {shape}, expected (n_train, n_label)")
+        expected = {"sigma": shape, "status": shape[:1], "snr": shape[:1]}
+        for name, want in expected.items():
+            if np.shape(getattr(self, name)) != want:
+                raise ModelFileError(f"out-of-fold {name!r} has shape {np.shape(getattr(self, name))}, expected {want}")
+        if np.asarray(self.status).dtype.kind not in "iu":
+            raise ModelFileError("out-of-fold 'status' must be integer fit-status codes")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The record's arrays by field name."""
+        return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, eq=False)
 class SlamModel:
     """A trained SLAM model: emulator arrays, training summary and metadata.
 
@@ -187,6 +235,8 @@ class SlamModel:
     metadata : Mapping[str, Any]
         JSON-serializable metadata; ``label_names`` and ``label_units`` are
         required.
+    label_cv : OutOfFoldLabels, optional
+        Label-level cross-validation of the training stars (None: not run).
 
     Notes
     -----
@@ -201,6 +251,7 @@ class SlamModel:
     emulator_arrays: Mapping[str, np.ndarray]
     training: TrainingSummary
     metadata: Mapping[str, Any]
+    label_cv: OutOfFoldLabels | None = None
 
     def __post_init__(self) -> None:
         missing = set(EMULATOR_ARRAYS) - set(self.emulator_arrays)
@@ -215,6 +266,13 @@ class SlamModel:
             raise ModelFileError(
                 f"training summary covers {np.shape(self.training.C)} pixels, the emulator {n_pix}"
             )
+        if self.label_cv is not None:
+            want = (np.shape(self.training.fold)[0], len(self.metadata["label_names"]))
+            if np.shape(self.label_cv.labels) != want:
+                raise ModelFileError(
+                    f"out-of-fold labels have shape {np.shape(self.label_cv.labels)}, expected {want} "
+                    "(training stars, labels)"
+                )
         if self.metadata.get("calibration") is not None:
             _read_calibration(self.metadata["calibration"], self.metadata["label_names"])
 
@@ -309,7 +367,18 @@ class SlamModel:
             raise ModelFileError(
                 f"calibration labels {calibration.label_names} differ from the model's {self.label_names}"
             )
-        return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "calibration": calibration.to_metadata()})
+        return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "calibration": calibration.to_metadata()},
+                         self.label_cv)
+
+    def with_label_cv(self, label_cv: OutOfFoldLabels) -> "SlamModel":
+        """A copy of this model carrying ``label_cv`` (save it with :func:`save_model`).
+
+        Raises
+        ------
+        ModelFileError
+            If its shape does not match the training stars and labels.
+        """
+        return SlamModel(self.emulator_arrays, self.training, self.metadata, label_cv)
 
     @property
     def hyperparameters(self) -> dict[str, np.ndarray]:
@@ -379,6 +448,10 @@ def _file_arrays(model: SlamModel) -> dict[str, np.ndarray]:
         value = np.asarray(value)
         dtype = np.dtype("<i8") if value.dtype.kind in "iu" else np.dtype("<f8")
         arrays[_TRAINING_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
+    if model.label_cv is not None:
+        for name, value in model.label_cv.arrays().items():
+            dtype = np.dtype("<i8") if value.dtype.kind in "iu" else np.dtype("<f8")
+            arrays[_LABEL_CV_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
     return arrays
 
 
@@ -576,11 +649,18 @@ def load_model(path: str | os.PathLike) -> SlamModel:
     absent = [k for k, v in {**emulator_arrays, **summary_arrays}.items() if v is None]
     if absent:
         raise ModelFileError(f"{path}: arrays {absent} are missing; the file is incomplete.")
+    cv_fields = [f.name for f in dataclasses.fields(OutOfFoldLabels)]
+    cv_arrays = {name: arrays.get(_LABEL_CV_PREFIX + name) for name in cv_fields}
+    present = [name for name, value in cv_arrays.items() if value is not None]
+    if present and len(present) != len(cv_fields):
+        raise ModelFileError(f"{path}: label_cv arrays {sorted(set(cv_fields) - set(present))} are missing; "
+                             "the file is incomplete.")
     try:
         model = SlamModel(
             emulator_arrays=emulator_arrays,
             training=TrainingSummary(**summary_arrays),
             metadata=metadata,
+            label_cv=OutOfFoldLabels(**cv_arrays) if present else None,
         )
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc

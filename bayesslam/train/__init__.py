@@ -5,13 +5,21 @@ estimator; it runs either backend on chunks of pixels
 (:mod:`~bayesslam.train.chunk`): scikit-learn's libsvm
 (:mod:`~bayesslam.train.libsvm`, the reference) or the batched JAX solver
 (:mod:`~bayesslam.train.batched_svr`, :mod:`~bayesslam.train.batched`), with
-resumable checkpoints (:mod:`~bayesslam.train.checkpoint`) and the grids and
+resumable checkpoints (:mod:`~bayesslam.train.checkpoint`), label-level cross-validation
+(:mod:`~bayesslam.train.label_cv`) and the grids and
 defaults of :mod:`~bayesslam.train.settings`. scikit-learn is imported only
 inside this package.
 """
 
 from bayesslam.train.checkpoint import CheckpointError, training_set_hash
 from bayesslam.train.chunk import assign_folds, standardize
+from bayesslam.train.label_cv import (
+    fold_emulators,
+    label_cv_calibration,
+    out_of_fold_labels,
+    spectrum_snr,
+    with_label_cv,
+)
 from bayesslam.train.libsvm import rbf_kernel
 from bayesslam.train.settings import (
     BACKENDS,
@@ -40,8 +48,13 @@ __all__ = [
     "TrainerSettingsError",
     "TrainingDataError",
     "assign_folds",
+    "fold_emulators",
+    "label_cv_calibration",
+    "out_of_fold_labels",
     "rbf_kernel",
     "resolve_grid",
+    "spectrum_snr",
     "standardize",
     "training_set_hash",
+    "with_label_cv",
 ]

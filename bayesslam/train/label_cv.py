@@ -1,0 +1,237 @@
+"""Label-level cross-validation: each training star's labels inferred by the model that never saw it.
+
+Training's k-fold CV scores spectra (out-of-fold predicted flux per pixel);
+users need errors on *labels*. With the same folds and each pixel's chosen
+hyperparameters (C, epsilon, gamma), :func:`fold_emulators` refits the SVR
+bank once per fold on the other folds' stars (standardization as in the full
+model), and :func:`out_of_fold_labels` fits the held-out fold's stars with it
+(MAP + Laplace, the model's box prior: exactly what ``bayesslam fit`` does).
+
+The out-of-fold labels against the training labels are the model's label
+errors measured on its own training stars, at their own SNR: for a model
+trained on real labelled spectra, a measurement on real spectra, with no
+extra data. :func:`label_cv_calibration` fits the error calibration
+(:class:`bayesslam.calibration.ErrorCalibration`, a scale and floor per label)
+to them, and :func:`with_label_cv` stores both in the model.
+
+Cost: ``n_folds`` final fits of the bank (the CV of training fits
+``n_folds`` per grid point, so this is a fraction of training) plus one MAP
+fit per training star.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from bayesslam._precision import in_float64
+from bayesslam.calibration import CalibrationError, ErrorCalibration, ModelCalibration
+from bayesslam.emulator import Emulator, OutOfFoldLabels, SlamModel, build_emulator
+from bayesslam.infer import FitStatus, fit_map
+from bayesslam.infer.priors import default_prior
+from bayesslam.train.batched import KernelCache, final_fits
+from bayesslam.train.libsvm import libsvm_final_fits
+from bayesslam.train.settings import BATCHED_FINAL_TOL_FACTOR, BATCHED_MAX_ITER, TrainingDataError
+
+__all__ = [
+    "spectrum_snr",
+    "fold_emulators",
+    "out_of_fold_labels",
+    "label_cv_calibration",
+    "with_label_cv",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def spectrum_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
+    """Median ``flux * sqrt(ivar)`` over each spectrum's usable pixels (NaN for a spectrum with none)."""
+    flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
+    good = (ivar > 0) & np.isfinite(flux)
+    values = np.where(good, np.where(good, flux, 0.0) * np.sqrt(np.where(good, ivar, 0.0)), np.nan)
+    out = np.full(len(flux), np.nan)
+    some = good.any(axis=1)
+    out[some] = np.nanmedian(values[some], axis=1)
+    return out
+
+
+def _check_training_spectra(model: SlamModel, flux: Any, ivar: Any) -> tuple[np.ndarray, np.ndarray]:
+    flux = np.asarray(flux, dtype=float)
+    ivar = np.asarray(ivar, dtype=float)
+    want = (len(model.training.fold), len(model.training.C))
+    if flux.shape != want or ivar.shape != want:
+        raise TrainingDataError(
+            f"label-level CV needs the model's own training spectra, shape {want} (training stars, pixels); "
+            f"got flux {flux.shape} and ivar {ivar.shape}."
+        )
+    if not np.all(np.isfinite(ivar)) or np.any(ivar < 0):
+        raise TrainingDataError("training ivar must be finite and >= 0.")
+    return np.where(ivar > 0, np.nan_to_num(flux), 0.0), ivar
+
+
+def _trainer_settings(model: SlamModel) -> dict[str, Any]:
+    trainer = model.metadata.get("trainer", {})
+    return {
+        "backend": str(trainer.get("backend", "libsvm")),
+        "tol": float(trainer.get("tol", 1e-3)),
+        "cache_size": float(trainer.get("cache_size", 200.0)),
+        "shrinking": bool(trainer.get("shrinking", True)),
+        "max_iter": int(trainer.get("max_iter", -1)),
+    }
+
+
+def _fold_bank(x: np.ndarray, y: np.ndarray, usable: np.ndarray, hyper: np.ndarray, pixels: np.ndarray,
+               fold: np.ndarray, held_out: int, settings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Dual coefficients and intercepts of every pixel refitted without fold ``held_out``."""
+    use = usable & (fold != held_out)[:, None]
+    if settings["backend"] == "batched":
+        max_iter = settings["max_iter"] if settings["max_iter"] > 0 else BATCHED_MAX_ITER
+        dual, intercept, _ = final_fits(y, use, hyper[:, 0], hyper[:, 1], hyper[:, 2], pixels, KernelCache(x, fold),
+                                        tol=BATCHED_FINAL_TOL_FACTOR * settings["tol"], max_iter=max_iter)
+        return dual, intercept
+    options = {key: settings[key] for key in ("tol", "cache_size", "shrinking", "max_iter")}
+    return libsvm_final_fits(x, y, use, hyper, pixels, options)
+
+
+@in_float64
+def fold_emulators(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1,
+                   progress: bool = False) -> list[Emulator]:
+    """The model's SVR bank refitted once per CV fold without that fold's stars.
+
+    Parameters
+    ----------
+    model : SlamModel
+        A trained model (its folds, per-pixel hyperparameters and
+        standardization are reused).
+    flux, ivar : array_like, shape (n_train, n_pix)
+        The model's own training spectra, in training order.
+    n_jobs : int
+        Parallel workers over folds (joblib; -1: all cores).
+    progress : bool
+        Show a progress bar over folds.
+
+    Returns
+    -------
+    list of Emulator
+        One float64 emulator per fold, in fold order.
+
+    Raises
+    ------
+    TrainingDataError
+        If the spectra are not the shape of the model's training set.
+    """
+    flux, ivar = _check_training_spectra(model, flux, ivar)
+    arrays = model.emulator_arrays
+    fold = np.asarray(model.training.fold)
+    trained = ~np.asarray(arrays["pixel_mask"], dtype=bool)
+    pixels = np.flatnonzero(trained)
+    usable = (ivar > 0) & trained[None, :]
+    scale = np.asarray(arrays["flux_scale"])
+    y = (flux - np.asarray(arrays["flux_mean"])) / scale
+    hyper = np.column_stack([model.training.C, model.training.epsilon, arrays["gamma"]])
+    x = np.asarray(arrays["train_x"])
+    settings = _trainer_settings(model)
+    folds = np.unique(fold)
+    jobs = (delayed(_fold_bank)(x, y, usable, hyper, pixels, fold, int(f), settings) for f in folds)
+    results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+    banks = list(tqdm(results, total=len(folds), desc="fold banks", unit="fold", disable=not progress))
+    names, units = model.metadata["label_names"], model.metadata["label_units"]
+    return [build_emulator(**{**arrays, "dual_coef": dual, "intercept": intercept}, label_names=names,
+                           label_units=units, dtype=np.float64) for dual, intercept in banks]
+
+
+@in_float64
+def out_of_fold_labels(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1,
+                       progress: bool = False) -> OutOfFoldLabels:
+    """MAP labels and Laplace sigmas of every training star from the fold model that did not see it.
+
+    Parameters
+    ----------
+    model : SlamModel
+    flux, ivar : array_like, shape (n_train, n_pix)
+        The model's own training spectra, in training order.
+    n_jobs : int
+        Parallel workers for refitting the fold banks.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    OutOfFoldLabels
+        Failed fits have NaN labels and sigmas and their status code.
+    """
+    start = time.perf_counter()
+    flux, ivar = _check_training_spectra(model, flux, ivar)
+    emulators = fold_emulators(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+    fold = np.asarray(model.training.fold)
+    n_star, n_label = len(fold), len(model.label_names)
+    labels = np.full((n_star, n_label), np.nan)
+    sigma = np.full((n_star, n_label), np.nan)
+    status = np.zeros(n_star, dtype=np.int64)
+    prior = default_prior(model.emulator)
+    for f, emulator in zip(np.unique(fold), emulators):
+        rows = np.flatnonzero(fold == f)
+        fit = fit_map(emulator, flux[rows], ivar[rows], prior=prior)
+        ok = np.asarray(fit.status) == FitStatus.CONVERGED
+        labels[rows[ok]] = fit.labels[ok]
+        sigma[rows[ok]] = fit.sigma[ok]
+        status[rows] = np.asarray(fit.status, dtype=np.int64)
+    logger.info("label-level CV of %d training stars (%d folds): %d converged, %.0f s", n_star, len(emulators),
+                int(np.sum(status == FitStatus.CONVERGED)), time.perf_counter() - start)
+    return OutOfFoldLabels(labels=labels, sigma=sigma, status=status, snr=spectrum_snr(flux, ivar))
+
+
+def label_cv_calibration(model: SlamModel, label_cv: OutOfFoldLabels) -> ErrorCalibration:
+    """The Laplace error calibration (scale and floor per label) measured on the out-of-fold labels."""
+    truth = np.asarray(model.emulator_arrays["training_labels"])
+    n_folds = len(np.unique(model.training.fold))
+    return ErrorCalibration.measure(
+        model.label_names, label_cv.labels, truth, label_cv.sigma,
+        source=f"label-level {n_folds}-fold cross-validation of the model's {len(truth)} training stars "
+               f"(SNR {np.nanmin(label_cv.snr):.3g}-{np.nanmax(label_cv.snr):.3g})",
+    )
+
+
+def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, calibrate: bool = True, n_jobs: int = 1,
+                  progress: bool = False) -> SlamModel:
+    """A copy of ``model`` carrying its label-level CV and, with ``calibrate``, the calibration measured on it.
+
+    The Laplace calibration measured here replaces the model's Laplace
+    calibration; a posterior calibration it carries is kept. A training set
+    too small to measure one (fewer than 40 converged stars) keeps the
+    record only, with a warning.
+
+    Parameters
+    ----------
+    model : SlamModel
+    flux, ivar : array_like, shape (n_train, n_pix)
+        The model's own training spectra, in training order.
+    calibrate : bool
+        Store the measured Laplace calibration in the model.
+    n_jobs : int
+        Parallel workers for refitting the fold banks.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    SlamModel
+    """
+    label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+    out = model.with_label_cv(label_cv)
+    if not calibrate:
+        return out
+    try:
+        laplace = label_cv_calibration(model, label_cv)
+    except CalibrationError as exc:
+        logger.warning("the out-of-fold labels cannot calibrate the model's errors (%s); the model carries them "
+                       "without a calibration: calibrate it on held-out labelled stars (docs/calibration.md).", exc)
+        return out
+    previous = model.error_calibration
+    posterior = None if previous is None else previous.posterior
+    return out.with_calibration(ModelCalibration(laplace=laplace, posterior=posterior))
