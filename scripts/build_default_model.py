@@ -1,11 +1,13 @@
 """Rebuild the shipped default model in ``models/`` from scratch (one command).
 
     python scripts/build_default_model.py [--grid fast] [--n-jobs 2] [--output models/bayesslam-default-v1.npz]
-    python scripts/build_default_model.py --calibrate-only   # redo only the last step on an existing model
+    python scripts/build_default_model.py --calibrate-only   # redo only the error calibration
+    python scripts/build_default_model.py --label-cv-only    # redo only the label-level cross-validation
 
 Runs the recipe of :mod:`bayesslam.default_recipe`: train on the mock training
 set, save, fit the held-out test set and write the model card's figures and
-numbers (``models/card/``), then measure and store the error calibration.
+numbers (``models/card/``), then measure and store the error calibration, then run the label-level
+cross-validation and report its calibration against the stored one (``models/card/label_cv.json``).
 Prepared mock sets and posteriors are cached under ``build/mock-cache``.
 """
 
@@ -26,6 +28,7 @@ from bayesslam.default_recipe import (
     N_TRAIN,
     TEST_SEED,
     TRAIN_SEED,
+    add_label_cv,
     calibrate,
 )
 from bayesslam.emulator import load_model, save_model
@@ -94,10 +97,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=Path("build/default-model-checkpoint"))
     parser.add_argument("--calibrate-only", action="store_true",
                         help="only measure and store the error calibration of the existing --output model")
+    parser.add_argument("--label-cv-only", action="store_true",
+                        help="only run the label-level cross-validation of the existing --output model and store it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.calibrate_only:
         calibrate(args.output)
+        return
+    if args.label_cv_only:
+        _label_cv(args.output, args.n_jobs)
         return
 
     t0 = time.time()
@@ -133,6 +141,13 @@ def main() -> None:
     (args.output.parent / "card" / "test_set.json").write_text(json.dumps(stats, indent=1))
     logger.info("test set: %s", json.dumps(stats))
     calibrate(args.output)
+    _label_cv(args.output, args.n_jobs)
+
+
+def _label_cv(path: Path, n_jobs: int) -> None:
+    report = add_label_cv(path, n_jobs=n_jobs)
+    (path.parent / "card" / "label_cv.json").write_text(json.dumps(report, indent=1))
+    logger.info("label-level CV: %s", json.dumps(report["coverage_68"]))
 
 
 if __name__ == "__main__":
