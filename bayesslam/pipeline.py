@@ -35,6 +35,7 @@ import numpy as np
 from astropy.table import Table
 
 from bayesslam._precision import in_float64
+from bayesslam.calibration import spectrum_snr
 from bayesslam.catalog import TrainingDomain, build_catalog
 from bayesslam.emulator import SlamModel, default_model_path
 from bayesslam.emulator import load_model as _load_model_file
@@ -297,7 +298,8 @@ def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
     batch = prepared.spectra
     snr = np.array([m.snr for m in batch.meta])
     return build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
-                         calibration=model.error_calibration)
+                         calibration=model.error_calibration, snr_laws=model.snr_laws,
+                         law_snr=spectrum_snr(batch.flux, batch.ivar))
 
 
 @in_float64

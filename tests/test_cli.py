@@ -40,6 +40,8 @@ def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
     assert np.all(table["FIT_STATUS"] == 0)
     assert np.all((table["TEFF_MAP"] > 3100) & (table["TEFF_MAP"] < 3900))
     assert np.all(np.isfinite(table["FE_H_SNR_ERR"])) and np.all(table["TEFF_MAP_ERR"] > 0)
+    # the default model carries its own SNR laws (label-level CV), so [alpha/M] has one too
+    assert table.meta["SNRLAWS"] == "model" and np.all(np.isfinite(table["ALPHA_M_SNR_ERR"]))
     posterior = tmp_path / "post.nc"
     assert main(["sample", str(sdss_files[0]), "-o", str(posterior), "--sampler", "emcee",
                  "--warmup", "100", "--draws", "200"]) == 0

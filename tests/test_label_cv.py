@@ -7,7 +7,7 @@ import pytest
 from sklearn.svm import SVR
 
 from bayesslam import float64
-from bayesslam.calibration import coverage
+from bayesslam.calibration import SnrLaw, coverage, fit_snr_law, spectrum_snr
 from bayesslam.emulator import ModelFileError, OutOfFoldLabels, load_model, save_model
 from bayesslam.infer import FitStatus, fit_map
 from bayesslam.train import (
@@ -15,8 +15,8 @@ from bayesslam.train import (
     TrainingDataError,
     fold_emulators,
     label_cv_calibration,
+    label_cv_snr_laws,
     out_of_fold_labels,
-    spectrum_snr,
     with_label_cv,
 )
 
@@ -107,6 +107,7 @@ def test_label_cv_is_stored_and_read_back(trained, tmp_path):
     for name, value in out.label_cv.arrays().items():
         np.testing.assert_array_equal(getattr(back.label_cv, name), value)
     np.testing.assert_allclose(back.error_calibration.laplace.scale, out.error_calibration.laplace.scale)
+    assert set(back.snr_laws) == set(LABEL_NAMES) and back.snr_laws == out.snr_laws
     # a model without label CV still saves and loads without the record
     assert load_model(save_model(model, tmp_path / "plain.npz")).label_cv is None
 
@@ -145,3 +146,39 @@ def test_own_calibration_covers_independent_stars(trained):
     # negative control: the raw Laplace sigmas of the same fits miss the nominal rate
     raw_covered = coverage(errors, raw, 0.6827)
     assert np.any(np.abs(raw_covered - 0.6827) > 5 * se), raw_covered
+
+
+def test_snr_law_fit_recovers_an_injected_law_with_its_errors():
+    """Errors drawn from sigma = 0.3 SNR**-0.4: the fit finds it within its quoted errors (fixed seed)."""
+    rng = np.random.default_rng(5)
+    snr = np.exp(rng.uniform(np.log(3.0), np.log(80.0), 4000))
+    law, bin_snr, bin_sigma = fit_snr_law(snr, rng.normal(size=snr.size) * 0.3 * snr**-0.4)
+    assert abs(law.b + 0.4) < 3 * law.b_err and abs(law.a - 0.3) < 3 * law.a_err
+    assert 0 < law.b_err < 0.05 and law.snr_range == (snr.min(), snr.max())
+    # negative control: a law with the wrong exponent is many of its errors away
+    assert abs(law.b + 0.25) > 5 * law.b_err
+    assert SnrLaw.from_metadata(law.to_metadata()) == law
+
+
+def test_models_own_snr_laws_reach_the_catalog(trained):
+    from bayesslam.catalog import build_catalog
+
+    model, flux, ivar = trained
+    cv = out_of_fold_labels(model, flux, ivar)
+    laws = label_cv_snr_laws(model, cv)
+    truth = model.emulator_arrays["training_labels"]
+    # the Teff law describes the out-of-fold Teff scatter, which falls with SNR
+    assert laws["teff"].b < 0
+    rms = np.sqrt(np.nanmean((cv.labels[:, 0] - truth[:, 0]) ** 2))
+    assert 0.5 < np.median(laws["teff"](cv.snr)) / rms < 2.0
+    with pytest.raises(ModelFileError, match="does not have"):
+        model.with_snr_laws({"vsini": laws["teff"]})
+    own = model.with_snr_laws(laws)
+    with float64():
+        fit = fit_map(own.emulator, flux[:5], ivar[:5])
+    ids, snr = [f"s{i}" for i in range(5)], np.full(5, 15.0)
+    table = build_catalog(ids, snr, fit, snr_laws=own.snr_laws, law_snr=spectrum_snr(flux[:5], ivar[:5]))
+    assert table.meta["SNRLAWS"] == "model"
+    np.testing.assert_allclose(table["TEFF_SNR_ERR"], laws["teff"](spectrum_snr(flux[:5], ivar[:5])))
+    paper = build_catalog(ids, snr, fit)
+    assert paper.meta["SNRLAWS"] == "paper" and np.all(np.isnan(paper["ALPHA_M_SNR_ERR"]))

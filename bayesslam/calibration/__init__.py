@@ -4,7 +4,8 @@ The math and the records only (numpy and scipy): :mod:`~bayesslam.calibration.in
 (coverage, probability integral transforms, calibrated widths and quantiles) and
 :mod:`~bayesslam.calibration.scale_floor` (fitting a scale and floor per label on
 stars with known labels; :class:`ErrorCalibration` and :class:`ModelCalibration`,
-the records a model file carries). It imports nothing of bayesslam but its errors,
+the records a model file carries) and :mod:`~bayesslam.calibration.snr_law`
+(empirical errors as power laws of SNR, the paper's and fitted ones). It imports nothing of bayesslam but its errors,
 so that a model file can hold its calibration; studies that run samplers to
 measure calibration live above :mod:`bayesslam.infer`.
 """
@@ -24,6 +25,14 @@ from bayesslam.calibration.intervals import (
     half_width,
     pit_coverage,
 )
+from bayesslam.calibration.snr_law import (
+    PAPER_SNR_LAWS,
+    PAPER_SNR_RANGE,
+    SnrLaw,
+    fit_snr_law,
+    snr_law_sigma,
+    spectrum_snr,
+)
 from bayesslam.calibration.scale_floor import (
     CalibrationFit,
     ErrorCalibration,
@@ -37,6 +46,9 @@ __all__ = [
     "CalibrationFit",
     "ErrorCalibration",
     "ModelCalibration",
+    "PAPER_SNR_LAWS",
+    "PAPER_SNR_RANGE",
+    "SnrLaw",
     "LEVELS",
     "ONE_SIGMA",
     "NINETY_FIVE",
@@ -46,9 +58,12 @@ __all__ = [
     "calibrated_sigma",
     "coverage",
     "draws_pit",
+    "fit_snr_law",
     "fit_error_calibration",
     "fit_posterior_calibration",
     "gaussian_pit",
     "half_width",
     "pit_coverage",
+    "snr_law_sigma",
+    "spectrum_snr",
 ]

@@ -2,8 +2,8 @@
 
 :mod:`~bayesslam.catalog.table` (the columns), :mod:`~bayesslam.catalog.flags`
 (flag bits and thresholds), :mod:`~bayesslam.catalog.domain` (how far labels lie
-from the training set) and :mod:`~bayesslam.catalog.snr_law` (the paper's
-empirical errors, sigma = a SNR^b).
+from the training set); the SNR laws (sigma = a SNR^b) live in
+:mod:`bayesslam.calibration.snr_law` and are re-exported here.
 """
 
 from bayesslam.catalog.domain import TrainingDomain
@@ -14,7 +14,7 @@ from bayesslam.catalog.flags import (
     describe_flags,
     flag_names,
 )
-from bayesslam.catalog.snr_law import (
+from bayesslam.calibration.snr_law import (
     PAPER_SNR_LAWS,
     PAPER_SNR_RANGE,
     SnrLaw,

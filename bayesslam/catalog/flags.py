@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from bayesslam.catalog.snr_law import PAPER_SNR_RANGE
+from bayesslam.calibration.snr_law import PAPER_SNR_RANGE
 
 __all__ = ["Flag", "FLAG_MEANINGS", "FlagThresholds", "describe_flags", "flag_names"]
 

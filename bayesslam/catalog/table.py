@@ -8,7 +8,11 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
     Posterior median, 15.87/84.13 percentiles and standard deviation
     (NaN when no posterior was sampled).
 ``L_SNR_ERR``
-    The empirical SNR-law sigma of Qiu et al. (2025) (NaN for labels without one).
+    The empirical SNR-law sigma: the model's own laws (fitted to its
+    out-of-fold labels, evaluated at the SNR of the prepared spectrum) when
+    it has them, else those of Qiu et al. (2025) at ``SNR`` (NaN for labels
+    without one). The header keyword ``SNRLAWS`` says which (``model`` or
+    ``paper``).
 ``L_ERR``, ``L_SYS_ERR``
     The recommended, calibrated sigma and the systematic floor it contains,
     from the model's error calibration (:mod:`bayesslam.calibration`):
@@ -37,16 +41,15 @@ Plus ``IDENTIFIER``, ``SNR``, ``CHI2``, ``REDUCED_CHI2``, ``N_PIX``,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from astropy.table import Table
 
 from bayesslam._files import atomic_write
-from bayesslam.calibration import LEVELS, ModelCalibration
+from bayesslam.calibration import LEVELS, ModelCalibration, SnrLaw, snr_law_sigma
 from bayesslam.catalog.domain import TrainingDomain
 from bayesslam.catalog.flags import Flag, FlagThresholds
-from bayesslam.catalog.snr_law import snr_law_sigma
 from bayesslam.infer import FitStatus, MapResult, Posterior
 
 __all__ = ["build_catalog", "write_catalog"]
@@ -60,6 +63,8 @@ def build_catalog(
     domain: TrainingDomain | None = None,
     thresholds: FlagThresholds = FlagThresholds(),
     calibration: ModelCalibration | None = None,
+    snr_laws: Mapping[str, SnrLaw] | None = None,
+    law_snr: np.ndarray | None = None,
 ) -> Table:
     """Assemble the catalog table.
 
@@ -79,6 +84,10 @@ def build_catalog(
         Flag thresholds.
     calibration : ModelCalibration, optional
         The model's error calibration (``SlamModel.error_calibration``).
+    snr_laws : Mapping of str to SnrLaw, optional
+        The model's own SNR laws (``SlamModel.snr_laws``); default: the paper's.
+    law_snr : numpy.ndarray, optional
+        The SNR the model's laws are evaluated at (default ``snr``).
     """
     n_star = len(fit)
     names = fit.label_names
@@ -87,7 +96,10 @@ def build_catalog(
     table["IDENTIFIER"] = np.asarray(identifiers, dtype=str)
     table["SNR"] = snr
     flags = np.zeros(n_star, dtype=np.int64)
-    laws = snr_law_sigma(snr, names)
+    if snr_laws is None:
+        laws = snr_law_sigma(snr, names)
+    else:
+        laws = snr_law_sigma(snr if law_snr is None else np.asarray(law_snr, dtype=float), names, snr_laws)
     nan = np.full((n_star, len(names)), np.nan)
     summary = posterior.summary if posterior is not None else {}
     calibrated = _calibrated_columns(fit, posterior, calibration)
@@ -137,6 +149,7 @@ def build_catalog(
     table["FLAGS"] = flags
     table.meta["LABELS"] = ",".join(names)
     table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
+    table.meta["SNRLAWS"] = "paper" if snr_laws is None else "model"
     for flag in Flag:
         table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name
     return table

@@ -27,8 +27,9 @@ File layout (one compressed ``numpy.savez_compressed`` archive; read with
     cross-validation of the training stars).
 
 The metadata may carry ``calibration``, the model's measured label-error
-calibration (:class:`bayesslam.calibration.ModelCalibration`), validated on
-load like everything else.
+calibration (:class:`bayesslam.calibration.ModelCalibration`), and
+``snr_laws``, its own SNR laws (:class:`bayesslam.calibration.SnrLaw` per
+label), validated on load like everything else.
 
 A file that is truncated, damaged, of another format or schema version, or
 edited by hand is refused with :class:`ModelFileError`.
@@ -56,7 +57,7 @@ import numpy as np
 
 from bayesslam._files import atomic_write
 from bayesslam._precision import in_float64
-from bayesslam.calibration import CalibrationError, ModelCalibration
+from bayesslam.calibration import CalibrationError, ModelCalibration, SnrLaw
 from bayesslam.emulator.svr_bank import (
     EMULATOR_ARRAYS,
     Emulator,
@@ -275,6 +276,8 @@ class SlamModel:
                 )
         if self.metadata.get("calibration") is not None:
             _read_calibration(self.metadata["calibration"], self.metadata["label_names"])
+        if self.metadata.get("snr_laws") is not None:
+            _read_snr_laws(self.metadata["snr_laws"], self.metadata["label_names"])
 
     @in_float64
     def build_emulator(self, dtype: Any = np.float64) -> Emulator:
@@ -370,6 +373,23 @@ class SlamModel:
         return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "calibration": calibration.to_metadata()},
                          self.label_cv)
 
+    @property
+    def snr_laws(self) -> dict[str, SnrLaw] | None:
+        """The model's own SNR laws (metadata ``snr_laws``, e.g. from label-level CV), or None."""
+        record = self.metadata.get("snr_laws")
+        return None if record is None else _read_snr_laws(record, self.label_names)
+
+    def with_snr_laws(self, laws: Mapping[str, SnrLaw]) -> "SlamModel":
+        """A copy of this model carrying ``laws`` (label name -> :class:`~bayesslam.calibration.SnrLaw`).
+
+        Raises
+        ------
+        ModelFileError
+            For a label the model does not have.
+        """
+        record = {name: law.to_metadata() for name, law in laws.items()}
+        return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "snr_laws": record}, self.label_cv)
+
     def with_label_cv(self, label_cv: OutOfFoldLabels) -> "SlamModel":
         """A copy of this model carrying ``label_cv`` (save it with :func:`save_model`).
 
@@ -388,6 +408,18 @@ class SlamModel:
             "epsilon": np.asarray(self.training.epsilon),
             "gamma": np.asarray(self.emulator_arrays["gamma"]),
         }
+
+
+def _read_snr_laws(record: Any, label_names: Any) -> dict[str, SnrLaw]:
+    if not isinstance(record, Mapping):
+        raise ModelFileError(f"the model's snr_laws must be a JSON object, got {type(record).__name__}")
+    unknown = set(record) - set(label_names)
+    if unknown:
+        raise ModelFileError(f"the model's snr_laws name labels {sorted(unknown)} it does not have")
+    try:
+        return {name: SnrLaw.from_metadata(value) for name, value in record.items()}
+    except CalibrationError as exc:
+        raise ModelFileError(f"the model's snr_laws are unusable: {exc}") from exc
 
 
 def _read_calibration(record: Any, label_names: Any) -> ModelCalibration:

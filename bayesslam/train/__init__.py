@@ -16,8 +16,8 @@ from bayesslam.train.chunk import assign_folds, standardize
 from bayesslam.train.label_cv import (
     fold_emulators,
     label_cv_calibration,
+    label_cv_snr_laws,
     out_of_fold_labels,
-    spectrum_snr,
     with_label_cv,
 )
 from bayesslam.train.libsvm import rbf_kernel
@@ -50,10 +50,10 @@ __all__ = [
     "assign_folds",
     "fold_emulators",
     "label_cv_calibration",
+    "label_cv_snr_laws",
     "out_of_fold_labels",
     "rbf_kernel",
     "resolve_grid",
-    "spectrum_snr",
     "standardize",
     "training_set_hash",
     "with_label_cv",

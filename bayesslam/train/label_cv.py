@@ -12,7 +12,9 @@ errors measured on its own training stars, at their own SNR: for a model
 trained on real labelled spectra, a measurement on real spectra, with no
 extra data. :func:`label_cv_calibration` fits the error calibration
 (:class:`bayesslam.calibration.ErrorCalibration`, a scale and floor per label)
-to them, and :func:`with_label_cv` stores both in the model.
+to them, :func:`label_cv_snr_laws` the paper's error product, the label
+scatter as a power law of SNR in equal-number SNR bins, and
+:func:`with_label_cv` stores all three in the model.
 
 Cost: ``n_folds`` final fits of the bank (the CV of training fits
 ``n_folds`` per grid point, so this is a fraction of training) plus one MAP
@@ -30,8 +32,16 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from bayesslam._precision import in_float64
-from bayesslam.calibration import CalibrationError, ErrorCalibration, ModelCalibration
+from bayesslam.calibration import (
+    CalibrationError,
+    ErrorCalibration,
+    ModelCalibration,
+    SnrLaw,
+    fit_snr_law,
+    spectrum_snr,
+)
 from bayesslam.emulator import Emulator, OutOfFoldLabels, SlamModel, build_emulator
+from bayesslam.errors import BayesSlamError
 from bayesslam.infer import FitStatus, fit_map
 from bayesslam.infer.priors import default_prior
 from bayesslam.train.batched import KernelCache, final_fits
@@ -39,25 +49,14 @@ from bayesslam.train.libsvm import libsvm_final_fits
 from bayesslam.train.settings import BATCHED_FINAL_TOL_FACTOR, BATCHED_MAX_ITER, TrainingDataError
 
 __all__ = [
-    "spectrum_snr",
     "fold_emulators",
     "out_of_fold_labels",
     "label_cv_calibration",
+    "label_cv_snr_laws",
     "with_label_cv",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def spectrum_snr(flux: np.ndarray, ivar: np.ndarray) -> np.ndarray:
-    """Median ``flux * sqrt(ivar)`` over each spectrum's usable pixels (NaN for a spectrum with none)."""
-    flux, ivar = np.atleast_2d(flux), np.atleast_2d(ivar)
-    good = (ivar > 0) & np.isfinite(flux)
-    values = np.where(good, np.where(good, flux, 0.0) * np.sqrt(np.where(good, ivar, 0.0)), np.nan)
-    out = np.full(len(flux), np.nan)
-    some = good.any(axis=1)
-    out[some] = np.nanmedian(values[some], axis=1)
-    return out
 
 
 def _check_training_spectra(model: SlamModel, flux: Any, ivar: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -197,11 +196,27 @@ def label_cv_calibration(model: SlamModel, label_cv: OutOfFoldLabels) -> ErrorCa
     )
 
 
+def label_cv_snr_laws(model: SlamModel, label_cv: OutOfFoldLabels, stars_per_bin: int = 20) -> dict[str, SnrLaw]:
+    """SNR laws ``sigma = a SNR**b`` of every label, fitted to the out-of-fold label errors as the paper does.
+
+    Labels with fewer than ``2 * stars_per_bin`` usable stars get no law.
+    """
+    truth = np.asarray(model.emulator_arrays["training_labels"])
+    laws = {}
+    for k, name in enumerate(model.label_names):
+        try:
+            laws[name], _, _ = fit_snr_law(label_cv.snr, label_cv.labels[:, k] - truth[:, k], stars_per_bin)
+        except BayesSlamError as exc:
+            logger.warning("no SNR law for %s from the out-of-fold labels: %s", name, exc)
+    return laws
+
+
 def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, calibrate: bool = True, n_jobs: int = 1,
                   progress: bool = False) -> SlamModel:
-    """A copy of ``model`` carrying its label-level CV and, with ``calibrate``, the calibration measured on it.
+    """A copy of ``model`` carrying its label-level CV, its SNR laws and, with ``calibrate``, its calibration.
 
-    The Laplace calibration measured here replaces the model's Laplace
+    The SNR laws fitted to the out-of-fold labels (:func:`label_cv_snr_laws`)
+    replace the paper's in the model's catalogs (``L_SNR_ERR``). The Laplace calibration measured here replaces the model's Laplace
     calibration; a posterior calibration it carries is kept. A training set
     too small to measure one (fewer than 40 converged stars) keeps the
     record only, with a warning.
@@ -223,7 +238,7 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, calibrate: bool = T
     SlamModel
     """
     label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
-    out = model.with_label_cv(label_cv)
+    out = model.with_label_cv(label_cv).with_snr_laws(label_cv_snr_laws(model, label_cv))
     if not calibrate:
         return out
     try:
