@@ -23,6 +23,11 @@ __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("bayesslam")
 
+#: Exit status of ``fit`` and ``sample`` with ``--strict`` when any input failed (2: an error stopped the run).
+STRICT_EXIT = 3
+STRICT_HELP = (f"exit with status {STRICT_EXIT} if any input failed (the catalog is written either way, with the "
+               "failed inputs in its FAILED extension)")
+
 
 def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     defaults = ContinuumSettings()
@@ -164,6 +169,7 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("-m", "--model", type=Path, help="model file (default: the shipped default model)")
     fit.add_argument("-o", "--output", type=Path, required=True, help="catalog FITS file")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing catalog")
+    fit.add_argument("--strict", action="store_true", help=STRICT_HELP)
     fit.set_defaults(handler=_run_fit)
 
     sample = subparsers.add_parser(
@@ -180,6 +186,7 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--chains", type=int, default=1, help="NUTS chains per star")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
     sample.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    sample.add_argument("--strict", action="store_true", help=STRICT_HELP)
     sample.set_defaults(handler=_run_sample)
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -208,11 +215,10 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     _check_output(args.output, args.overwrite)
     result = fit_labels(args.spectra, args.model, progress=args.progress)
-    write_catalog(result.catalog, args.output, overwrite=args.overwrite)
+    write_catalog(result.catalog, args.output, failures=result.failures, overwrite=args.overwrite)
     _log_table(result.catalog)
-    logger.info("catalog of %d stars -> %s (%d inputs failed)", len(result.catalog), args.output,
-                len(result.failures))
-    return 0
+    logger.info("catalog of %d stars -> %s", len(result.catalog), args.output)
+    return _failures_status(result.failures, args.strict)
 
 
 def _run_sample(args: argparse.Namespace) -> int:
@@ -225,9 +231,19 @@ def _run_sample(args: argparse.Namespace) -> int:
                            num_samples=args.draws, num_chains=args.chains, progress=args.progress)
     result.to_netcdf(args.output)
     catalog = args.catalog or args.output.with_suffix(".fits")
-    write_catalog(result.catalog, catalog, overwrite=True)
+    write_catalog(result.catalog, catalog, failures=result.failures, overwrite=True)
     _log_table(result.catalog)
-    logger.info("posteriors -> %s, catalog -> %s (%d inputs failed)", args.output, catalog, len(result.failures))
+    logger.info("posteriors -> %s, catalog -> %s", args.output, catalog)
+    return _failures_status(result.failures, args.strict)
+
+
+def _failures_status(failures, strict: bool) -> int:
+    """Log how many inputs failed (always) and return the exit status: 3 for failures under ``--strict``."""
+    if failures:
+        logger.warning("%d input(s) failed; they are listed with the reason in the catalog's FAILED extension.",
+                       len(failures))
+        return STRICT_EXIT if strict else 0
+    logger.info("0 inputs failed.")
     return 0
 
 

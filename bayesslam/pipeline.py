@@ -24,9 +24,11 @@ whatever the global JAX setting.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence, Union
@@ -42,10 +44,13 @@ from bayesslam.emulator import load_model as _load_model_file
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.grid import PRODUCTION_WINDOW, model_wavelength
 from bayesslam.infer import (
+    FitStatus,
     LabelPrior,
     MapResult,
     Posterior,
+    default_prior,
     fit_map,
+    map_start,
     sample_emcee,
     sample_nuts,
 )
@@ -53,6 +58,7 @@ from bayesslam.io import read_label_table
 from bayesslam.preparation import (
     ContinuumSettings,
     Failure,
+    NothingPreparedError,
     PreparedSpectra,
     is_prepared_file,
     prepare_files,
@@ -255,9 +261,55 @@ def _prepare_inputs(spectra: SpectraInput, wave: np.ndarray, settings: Continuum
     if any(isinstance(item, Spectrum) for item in items):
         raise InputError("pass either spectrum records or file paths, not a mixture.")
     paths = expand_paths(items)
-    if len(paths) == 1 and is_prepared_file(paths[0]):
+    is_prepared = [is_prepared_file(path) for path in paths]
+    if len(paths) == 1 and is_prepared[0]:
         return read_prepared(paths[0])
-    return prepare_files(paths, wave, settings=settings, progress=progress)
+    if not any(is_prepared):
+        return prepare_files(paths, wave, settings=settings, progress=progress)
+    # raw files and prepared files together: raw ones first, then each prepared file on this grid
+    parts: list[PreparedSpectra] = []
+    failures: list[Failure] = []
+    raw = [path for path, prepared in zip(paths, is_prepared) if not prepared]
+    if raw:
+        try:
+            parts.append(prepare_files(raw, wave, settings=settings, progress=progress))
+        except NothingPreparedError as exc:
+            failures.extend(exc.failures)
+    for path in (path for path, prepared in zip(paths, is_prepared) if prepared):
+        part = read_prepared(path)
+        if part.wave.shape != wave.shape or not np.allclose(part.wave, wave, rtol=1e-10, atol=0):
+            failures.append(Failure(str(path), GridMismatchError.__name__,
+                                    f"prepared on a grid of {part.wave.size} pixels, not the model's {wave.size}; "
+                                    "prepare its raw spectra again with this model."))
+            continue
+        parts.append(part)
+    usable = [part for part in parts if len(part)]
+    if not usable:
+        reasons = "; ".join(f"{f.source}: {f.reason}" for f in failures[:5])
+        raise NothingPreparedError(f"no spectrum could be prepared ({len(failures)} failed): {reasons}", tuple(failures))
+    combined = PreparedSpectra.concatenate(usable)
+    return PreparedSpectra(combined.spectra, combined.continuum, combined.settings,
+                           tuple(failures) + tuple(f for part in parts for f in part.failures))
+
+
+def _unique_identifiers(prepared: PreparedSpectra) -> PreparedSpectra:
+    """Stars sharing an identifier get ``#2``, ``#3``, ... appended after the first, with a warning."""
+    identifiers = [m.identifier for m in prepared.spectra.meta]
+    counts = Counter(identifiers)
+    if len(counts) == len(identifiers):
+        return prepared
+    seen: Counter[str] = Counter()
+    meta = []
+    for m in prepared.spectra.meta:
+        seen[m.identifier] += 1
+        n = seen[m.identifier]
+        meta.append(m if n == 1 else dataclasses.replace(m, identifier=f"{m.identifier}#{n}"))
+    repeated = {name: count for name, count in counts.items() if count > 1}
+    logger.warning("%d identifier(s) occur more than once (%s); later occurrences are renamed NAME#2, NAME#3, ... "
+                   "(the catalog's SOURCE column says which file each came from).", len(repeated),
+                   ", ".join(f"{name} x{count}" for name, count in list(repeated.items())[:5]))
+    batch = dataclasses.replace(prepared.spectra, meta=tuple(meta))
+    return dataclasses.replace(prepared, spectra=batch)
 
 
 def prepare(spectra: SpectraInput, model: ModelInput = None, *, progress: bool = False) -> PreparedSpectra:
@@ -290,7 +342,7 @@ def prepare(spectra: SpectraInput, model: ModelInput = None, *, progress: bool =
     model = _model(model)
     prepared = _prepare_inputs(spectra, model.wave, _normalization(model), progress)
     check_grid(prepared, model)
-    return prepared
+    return _unique_identifiers(prepared)
 
 
 def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
@@ -299,7 +351,7 @@ def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
     snr = np.array([m.snr for m in batch.meta])
     return build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
                          calibration=model.error_calibration, snr_laws=model.snr_laws,
-                         law_snr=spectrum_snr(batch.flux, batch.ivar))
+                         law_snr=spectrum_snr(batch.flux, batch.ivar), sources=[m.source for m in batch.meta])
 
 
 @in_float64
@@ -406,16 +458,36 @@ def sample_labels(
     batch = prepared.spectra
     emulator = model.emulator
     result = fit_map(emulator, batch.flux, batch.ivar, prior=prior)
+    prepared, result = _sampleable(prepared, result)
+    batch = prepared.spectra
+    start, start_sigma = map_start(result, prior or default_prior(model.emulator))
     if sampler == "nuts":
         posterior = sample_nuts(emulator, batch.flux, batch.ivar, rng_key=jax.random.key(seed), prior=prior,
                                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                                init_labels=result.labels, init_sigma=result.sigma, identifiers=batch.identifiers,
+                                init_labels=start, init_sigma=start_sigma, identifiers=batch.identifiers,
                                 progress=progress)
     else:
         posterior = sample_emcee(emulator, batch.flux, batch.ivar, seed=seed, prior=prior,
-                                 n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
+                                 n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=start,
                                  identifiers=batch.identifiers, progress=progress)
     return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
+
+
+def _sampleable(prepared: PreparedSpectra, result: MapResult) -> tuple[PreparedSpectra, MapResult]:
+    """Stars with a MAP fit; those without (no usable pixel: nothing to sample) become failed inputs."""
+    fitted = np.all(np.isfinite(result.labels), axis=1)
+    if np.all(fitted):
+        return prepared, result
+    meta = prepared.spectra.meta
+    dropped = [Failure(meta[i].source, SpectrumValidationError.__name__,
+                       f"star {meta[i].identifier!r} could not be fitted (status {FitStatus(result.status[i]).name}: "
+                       "no usable pixel on the model grid, or non-finite values); there is nothing to sample.",
+                       meta[i].identifier) for i in np.flatnonzero(~fitted)]
+    logger.warning("%d star(s) without a MAP fit are left out of sampling and listed as failed.", len(dropped))
+    if not np.any(fitted):
+        raise SpectrumValidationError(f"no star could be fitted: {'; '.join(f.reason for f in dropped[:3])}")
+    keep = np.flatnonzero(fitted)
+    return prepared.take(keep, dropped), result.take(keep)
 
 
 def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, sampler: str = "nuts",

@@ -43,7 +43,7 @@ import numpy as np
 from astropy.table import Table
 
 import bayesslam
-from bayesslam.catalog import Flag
+from bayesslam.catalog import Flag, write_catalog
 from bayesslam.emulator import SlamModel
 from bayesslam.pipeline import SampleResult
 
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result.to_netcdf(args.out / "single_star_posterior.nc"),
     ]
     catalog: Table = result.catalog
-    catalog.write(args.out / "single_star_catalog.fits", overwrite=True)
+    write_catalog(catalog, args.out / "single_star_catalog.fits", failures=result.failures, overwrite=True)
     written.append(args.out / "single_star_catalog.fits")
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -40,7 +40,8 @@ from astropy.table import Table, join
 from matplotlib.ticker import ScalarFormatter
 
 import bayesslam
-from bayesslam.catalog import Flag
+from bayesslam.catalog import Flag, write_catalog
+from bayesslam.pipeline import fit_labels
 
 REPO = Path(__file__).resolve().parents[1]
 MOCK = REPO / "examples" / "data" / "mock"
@@ -151,12 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     try:
-        table = bayesslam.fit(args.inputs, args.model)
+        result = fit_labels(args.inputs, args.model)
     except bayesslam.BayesSlamError as error:  # no input found, none readable, ...
         print(f"error: {error}")
         return 1
+    table = result.catalog
     catalog_path = args.out / "catalog.fits"
-    table.write(catalog_path, overwrite=True)
+    write_catalog(table, catalog_path, failures=result.failures, overwrite=True)
+    for failure in result.failures:
+        print(f"failed: {failure.source} {failure.identifier} ({failure.error}): {failure.reason}")
     print_summary(table)
     written = [catalog_path, plot_errors(table, args.out / "survey_errors_vs_snr.png")]
 

@@ -45,6 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import bayesslam
+from bayesslam.catalog import write_catalog
 from bayesslam.emulator import save_model
 from bayesslam.grid import model_wavelength
 from bayesslam.mock import ObservingSetup, make_survey
@@ -143,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, name in enumerate(LABEL_NAMES):
         catalog[f"TRUE_{name.upper()}"] = truth[:, i]
     catalog_path = args.out / "held_out_catalog.fits"
-    catalog.write(catalog_path, overwrite=True)
+    write_catalog(catalog, catalog_path, failures=result.failures, overwrite=True)
     figure_path = plot_truth(result.map.labels, result.map.sigma, truth, args.out / "small_model_vs_truth.png")
     print(f"wrote {model_path}, {catalog_path}, {figure_path}")
     return 0

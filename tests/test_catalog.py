@@ -43,7 +43,7 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     assert flags[2] & Flag.LOW_SNR and not flags[0] & Flag.LOW_SNR
     assert flags[4] & Flag.FIT_FAILED and not flags[0] & Flag.FIT_FAILED
     path = write_catalog(table, tmp_path / "catalog.fits")
-    back = Table.read(path)
+    back = Table.read(path, hdu="CATALOG")
     assert list(back["IDENTIFIER"]) == [f"s{i}" for i in range(5)]
     assert back.meta["FLAGBIT6"] == "LOW_SNR"
     assert "OUTSIDE_DOMAIN" in describe_flags()
@@ -101,6 +101,6 @@ def test_calibrated_columns(tmp_path: Path):
     mixed = build_catalog(ids, snr, fit, post, calibration=_calibration(posterior=False))
     assert mixed.meta["ERRCALIB"] == "laplace"
     np.testing.assert_allclose(mixed["FE_H_ERR"], table["FE_H_ERR"])
-    back = Table.read(write_catalog(sampled, tmp_path / "calibrated.fits"))
+    back = Table.read(write_catalog(sampled, tmp_path / "calibrated.fits"), hdu="CATALOG")
     assert back.meta["ERRCALIB"] == "posterior"
     np.testing.assert_allclose(back["TEFF_CAL_P97_5"], sampled["TEFF_CAL_P97_5"])

@@ -35,7 +35,7 @@ def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
 
     catalog = tmp_path / "catalog.fits"
     assert main(["fit", str(sdss_files[0]), str(sdss_files[3]), "-o", str(catalog)]) == 0
-    table = Table.read(catalog)
+    table = Table.read(catalog, hdu="CATALOG")
     assert list(table["IDENTIFIER"]) == [sdss_files[0].stem, sdss_files[3].stem]
     assert np.all(table["FIT_STATUS"] == 0)
     assert np.all((table["TEFF_MAP"] > 3100) & (table["TEFF_MAP"] < 3900))
@@ -47,7 +47,7 @@ def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
                  "--warmup", "100", "--draws", "200"]) == 0
     idata = az.from_netcdf(posterior)
     assert idata.posterior["teff"].shape == (32, 200, 1)
-    sampled = Table.read(posterior.with_suffix(".fits"))
+    sampled = Table.read(posterior.with_suffix(".fits"), hdu="CATALOG")
     assert np.isfinite(sampled["TEFF_MEDIAN"][0]) and np.isfinite(sampled["TEFF_RHAT"][0])
 
 
@@ -112,3 +112,57 @@ def test_train_command_with_the_batched_backend_matches_libsvm(tmp_path: Path):
                  "--no-label-cv"]) == 0
     assert load_model(tmp_path / "full.npz").metadata["trainer"]["cv_race"] is None
     assert load_model(tmp_path / "full.npz").label_cv is None
+
+
+def test_every_input_is_accounted_for(tmp_path: Path):
+    """Good files, a truncated and a random-byte file, a prepared file with one bad star, a repeated
+    identifier: every good star is in the catalog, every bad input in FAILED with its reason."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from bayesslam.catalog import flag_names
+
+    mock = Path(__file__).resolve().parents[1] / "examples" / "data" / "mock"
+    good = sorted(mock.glob("spec-*.fits"))[:3]
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for path in good:
+        (inputs / path.name).write_bytes(path.read_bytes())
+    (inputs / "truncated.fits").write_bytes(good[0].read_bytes()[:20000])
+    (inputs / "random.fits").write_bytes(np.random.default_rng(0).bytes(30000))
+    prepared = tmp_path / "prepared.fits"
+    assert main(["prepare", *map(str, good[:2]), str(sorted(mock.glob("spec-*.fits"))[3]), "-o", str(prepared)]) == 0
+    with fits.open(prepared, mode="update") as hdul:
+        hdul["IVAR"].data[2, 100:110] = -1.0  # the third star of the file: invalid
+        hdul["IVAR"].data[1, :] = 0.0  # the second: no usable pixel
+    bad_star = Table.read(prepared, hdu="META")["IDENTIFIER"][2].strip()
+    args = [str(inputs), str(prepared)]
+    for command in (["fit"], ["sample", "--sampler", "emcee", "--warmup", "20", "--draws", "40"]):
+        out = tmp_path / ("catalog.fits" if command == ["fit"] else "post.nc")
+        assert main([*command, *args, "-o", str(out), "--overwrite"]) == 0
+        assert main([*command, *args, "-o", str(out), "--overwrite", "--strict"]) == 3
+        catalog_path = out.with_suffix(".fits")
+        catalog = Table.read(catalog_path, hdu="CATALOG", mask_invalid=False)
+        failed = Table.read(catalog_path, hdu="FAILED")
+        sampled = command[0] == "sample"
+        # 3 good raw files + the 2 valid stars of the prepared file, the repeated identifiers renamed;
+        # the star without data is a row with NaN in a MAP catalog, a failed input when sampling
+        ids = list(catalog["IDENTIFIER"])
+        assert len(ids) == 5 - sampled and len(set(ids)) == len(ids)
+        assert sum(i.endswith("#2") for i in ids) == 2 - sampled
+        # SOURCE is the file each spectrum was read from (for a prepared file's stars, their original file)
+        assert {Path(s).name for s in catalog["SOURCE"]} == {p.name for p in good}
+        names = [Path(s).name for s in failed["SOURCE"]]
+        assert {"prepared.fits", "random.fits", "truncated.fits"} <= set(names) and len(names) == 3 + sampled
+        assert bad_star in list(failed["IDENTIFIER"])
+        assert set(failed["ERROR"]) == {"UnknownFormatError", "CorruptFileError", "SpectrumValidationError"}
+        assert all(len(reason) > 20 for reason in failed["REASON"])
+        assert fits.getheader(catalog_path, "CATALOG")["NFAILED"] == 3 + sampled
+        nodata = catalog[catalog["FIT_STATUS"] == 3]
+        if sampled:
+            assert len(nodata) == 0 and any("nothing to sample" in reason for reason in failed["REASON"])
+            assert np.all(np.isfinite(catalog["FE_H_MEDIAN"]))
+        else:  # no numbers that look like a measurement
+            assert len(nodata) == 1 and np.isnan(nodata["TEFF_MAP"][0]) and np.isnan(nodata["TEFF_ERR"][0])
+            assert "FIT_FAILED" in flag_names(int(nodata["FLAGS"][0]))
+        assert np.all(np.isfinite(catalog[catalog["FIT_STATUS"] != 3]["TEFF_MAP"]))

@@ -50,7 +50,7 @@ def test_single_star(tmp_path: Path) -> None:
     assert_written(out, ["single_star_corner.png", "single_star_spectrum.png", "single_star_catalog.fits",
                          "single_star_posterior.nc"])
     assert "spec-1079-52621-0509" in process.stdout
-    row = Table.read(out / "single_star_catalog.fits")[0]
+    row = Table.read(out / "single_star_catalog.fits", hdu="CATALOG")[0]
     for key in ("TEFF", "LOGG", "FE_H", "ALPHA_M"):
         assert row[f"{key}_P16"] < row[f"{key}_MEDIAN"] < row[f"{key}_P84"], key
         assert np.isfinite(row[f"{key}_ERR"]) and row[f"{key}_ERR"] > 0, key
@@ -63,7 +63,7 @@ def test_survey_catalog(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run_example("survey_catalog.py", ["--out", str(out)], tmp_path)
     assert_written(out, ["catalog.fits", "survey_vs_truth.png", "survey_errors_vs_snr.png"])
-    table = Table.read(out / "catalog.fits")
+    table = Table.read(out / "catalog.fits", hdu="CATALOG")
     assert len(table) == 16  # 12 mock + 4 real spectra
     assert np.all(np.isfinite(table["TEFF_MAP"])) and np.all(np.isfinite(table["FE_H_MAP"]))
     truth = Table.read(EXAMPLES / "data" / "mock" / "labels.csv", format="ascii.csv")
@@ -80,7 +80,7 @@ def test_train_small_model(tmp_path: Path) -> None:
                 ["--n-train", "100", "--n-test", "40", "--folds", "3", "--window", "8100", "8300", "--out", str(out)],
                 tmp_path)
     assert_written(out, ["small-model.npz", "held_out_catalog.fits", "small_model_vs_truth.png"])
-    table = Table.read(out / "held_out_catalog.fits")
+    table = Table.read(out / "held_out_catalog.fits", hdu="CATALOG")
     assert len(table) == 40
     diff = np.asarray(table["TEFF_MAP"]) - np.asarray(table["TRUE_TEFF"])
     # A model that learnt nothing scatters at least as much as the true labels themselves.

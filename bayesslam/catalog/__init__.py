@@ -21,7 +21,7 @@ from bayesslam.calibration.snr_law import (
     fit_snr_law,
     snr_law_sigma,
 )
-from bayesslam.catalog.table import build_catalog, write_catalog
+from bayesslam.catalog.table import build_catalog, failed_table, write_catalog
 
 __all__ = [
     "PAPER_SNR_LAWS",
@@ -32,6 +32,7 @@ __all__ = [
     "SnrLaw",
     "TrainingDomain",
     "build_catalog",
+    "failed_table",
     "describe_flags",
     "flag_names",
     "fit_snr_law",

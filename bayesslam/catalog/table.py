@@ -33,9 +33,17 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
 ``RHO_L1_L2``
     Laplace correlation coefficient of each label pair.
 
-Plus ``IDENTIFIER``, ``SNR``, ``CHI2``, ``REDUCED_CHI2``, ``N_PIX``,
+Plus ``IDENTIFIER``, ``SOURCE`` (the input file), ``SNR``, ``CHI2``, ``REDUCED_CHI2``, ``N_PIX``,
 ``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``, ``OUTSIDE_HULL_FRAC``,
-``DENSITY_PERCENTILE`` and ``FLAGS`` (bits in :class:`Flag`).
+``DENSITY_PERCENTILE`` and ``FLAGS`` (bits in :class:`Flag`). A star that
+could not be fitted (``FIT_STATUS`` ``NO_DATA`` or ``NOT_FINITE``) has NaN in
+every label and error column.
+
+:func:`write_catalog` writes the table as the FITS extension ``CATALOG`` and
+the inputs that failed as the extension ``FAILED`` (``SOURCE``,
+``IDENTIFIER``, ``ERROR``, ``REASON``; :func:`failed_table`), so every input
+is accounted for; read them with ``Table.read(path, hdu="CATALOG")`` and
+``Table.read(path, hdu="FAILED")``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from bayesslam._files import atomic_write
@@ -51,8 +60,9 @@ from bayesslam.calibration import LEVELS, ModelCalibration, SnrLaw, snr_law_sigm
 from bayesslam.catalog.domain import TrainingDomain
 from bayesslam.catalog.flags import Flag, FlagThresholds
 from bayesslam.infer import FitStatus, MapResult, Posterior
+from bayesslam.preparation import Failure
 
-__all__ = ["build_catalog", "write_catalog"]
+__all__ = ["build_catalog", "failed_table", "write_catalog"]
 
 
 def build_catalog(
@@ -65,6 +75,7 @@ def build_catalog(
     calibration: ModelCalibration | None = None,
     snr_laws: Mapping[str, SnrLaw] | None = None,
     law_snr: np.ndarray | None = None,
+    sources: Sequence[str] | None = None,
 ) -> Table:
     """Assemble the catalog table.
 
@@ -88,12 +99,15 @@ def build_catalog(
         The model's own SNR laws (``SlamModel.snr_laws``); default: the paper's.
     law_snr : numpy.ndarray, optional
         The SNR the model's laws are evaluated at (default ``snr``).
+    sources : sequence of str, optional
+        The input each star came from (``SOURCE``; default empty).
     """
     n_star = len(fit)
     names = fit.label_names
     snr = np.asarray(snr, dtype=float)
     table = Table()
     table["IDENTIFIER"] = np.asarray(identifiers, dtype=str)
+    table["SOURCE"] = np.asarray(sources if sources is not None else [""] * n_star, dtype=str)
     table["SNR"] = snr
     flags = np.zeros(n_star, dtype=np.int64)
     if snr_laws is None:
@@ -103,6 +117,10 @@ def build_catalog(
     nan = np.full((n_star, len(names)), np.nan)
     summary = posterior.summary if posterior is not None else {}
     calibrated = _calibrated_columns(fit, posterior, calibration)
+    unfitted = (fit.status == FitStatus.NO_DATA) | (fit.status == FitStatus.NOT_FINITE)
+    if np.any(unfitted):
+        summary = {key: _blank(value, unfitted) if key != "n_divergent" else value for key, value in summary.items()}
+        calibrated = {key: _blank(value, unfitted) for key, value in calibrated.items()}
     for k, name in enumerate(names):
         col = name.upper()
         table[f"{col}_MAP"] = fit.labels[:, k]
@@ -133,8 +151,8 @@ def build_catalog(
         if posterior is not None:
             hull = np.array([domain.fraction_outside_hull(posterior.draws(i)) for i in range(n_star)])
         else:
-            hull = (~domain.inside_hull(fit.labels)).astype(float)
-        outside = (percentile < thresholds.density_percentile) | (hull > thresholds.hull_fraction)
+            hull = np.where(unfitted, np.nan, (~domain.inside_hull(fit.labels)).astype(float))
+        outside = ((percentile < thresholds.density_percentile) | (hull > thresholds.hull_fraction)) & ~unfitted
         flags |= np.where(outside, int(Flag.OUTSIDE_DOMAIN), 0)
     table["OUTSIDE_HULL_FRAC"] = hull
     table["DENSITY_PERCENTILE"] = percentile
@@ -145,7 +163,7 @@ def build_catalog(
         flags |= np.where(np.any(summary["ess_bulk"] < thresholds.ess, axis=1), int(Flag.LOW_ESS), 0)
         flags |= np.where(n_div > 0, int(Flag.DIVERGENCES), 0)
     flags |= np.where(~(snr >= thresholds.low_snr), int(Flag.LOW_SNR), 0)
-    flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2), int(Flag.POOR_FIT), 0)
+    flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2) & ~unfitted, int(Flag.POOR_FIT), 0)
     table["FLAGS"] = flags
     table.meta["LABELS"] = ",".join(names)
     table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
@@ -153,6 +171,13 @@ def build_catalog(
     for flag in Flag:
         table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name
     return table
+
+
+def _blank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A float copy of ``values`` with NaN in ``rows``."""
+    out = np.array(values, dtype=float)
+    out[rows] = np.nan
+    return out
 
 
 def _calibration_kind(posterior: Posterior | None, calibration: ModelCalibration | None) -> str:
@@ -193,8 +218,31 @@ def _calibrated_columns(fit: MapResult, posterior: Posterior | None,
     return out
 
 
-def write_catalog(table: Table, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the catalog as a FITS binary table (flag bits named in the header), atomically.
+def failed_table(failures: Sequence[Failure]) -> Table:
+    """The inputs that failed, one row each: ``SOURCE``, ``IDENTIFIER`` (when known), ``ERROR``, ``REASON``."""
+    table = Table()
+    for column, attribute in (("SOURCE", "source"), ("IDENTIFIER", "identifier"), ("ERROR", "error"),
+                              ("REASON", "reason")):
+        table[column] = np.array([str(getattr(f, attribute)) for f in failures], dtype=str) if failures else \
+            np.zeros(0, dtype="U1")
+    table.meta["EXTNAME"] = "FAILED"
+    return table
+
+
+def write_catalog(table: Table, path: str | Path, *, failures: Sequence[Failure] = (),
+                  overwrite: bool = False) -> Path:
+    """Write the catalog (extension ``CATALOG``) and the failed inputs (extension ``FAILED``) to FITS, atomically.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The catalog (:func:`build_catalog`).
+    path : str or pathlib.Path
+    failures : sequence of Failure
+        The inputs that could not be used (written even when empty, so
+        every catalog says how many failed: header ``NFAILED``).
+    overwrite : bool
+        Replace an existing file.
 
     Raises
     ------
@@ -204,4 +252,10 @@ def write_catalog(table: Table, path: str | Path, *, overwrite: bool = False) ->
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    return atomic_write(path, lambda stream: table.write(stream, format="fits"))
+    catalog = fits.table_to_hdu(table)
+    catalog.name = "CATALOG"
+    catalog.header["NFAILED"] = (len(failures), "inputs that failed: extension FAILED")
+    failed = fits.table_to_hdu(failed_table(failures))
+    failed.name = "FAILED"
+    hdul = fits.HDUList([fits.PrimaryHDU(), catalog, failed])
+    return atomic_write(path, lambda stream: hdul.writeto(stream))

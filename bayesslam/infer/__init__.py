@@ -34,7 +34,7 @@ from bayesslam.infer.priors import (
     training_density_prior,
 )
 from bayesslam.infer.results import FitStatus, MapResult, Posterior, SamplingError
-from bayesslam.infer.sample import sample_nuts
+from bayesslam.infer.sample import map_start, sample_nuts
 
 __all__ = [
     "FitStatus",
@@ -59,6 +59,7 @@ __all__ = [
     "log_posterior_fn",
     "pixel_variance",
     "sample_emcee",
+    "map_start",
     "sample_nuts",
     "slam_model",
     "training_density_prior",

@@ -691,12 +691,12 @@ def _result(solver: _Solver, model: ForwardModel, state: dict[str, np.ndarray], 
         at_bound = (z <= solver.host.z_lo + tol) | (z >= solver.host.z_hi - tol)
     result = MapResult(
         label_names=tuple(model.label_names),
-        labels=solver.host.mean + solver.host.scale * z,
+        labels=np.array(solver.host.mean + solver.host.scale * z),
         covariance=cov,
         sigma=sigma,
         correlation=corr,
-        chi2=state["chi2"],
-        reduced_chi2=state["chi2"] / np.maximum(n_good - n_label, 1),
+        chi2=np.array(state["chi2"], dtype=float),
+        reduced_chi2=np.asarray(state["chi2"] / np.maximum(n_good - n_label, 1), dtype=float),
         n_good=n_good,
         model_flux=state["model"],
         start=start,
@@ -708,6 +708,11 @@ def _result(solver: _Solver, model: ForwardModel, state: dict[str, np.ndarray], 
     if np.any(skip):
         logger.warning("%d star(s) have too few unmasked pixels to fit (status NO_DATA).", int(skip.sum()))
         result.status[skip] = FitStatus.NO_DATA
+    # a star that could not be fitted gets no numbers that look like a measurement
+    unfitted = (result.status == FitStatus.NO_DATA) | (result.status == FitStatus.NOT_FINITE)
+    for values in (result.labels, result.sigma, result.covariance, result.correlation, result.chi2,
+                   result.reduced_chi2):
+        values[unfitted] = np.nan
     n_bad = int(np.sum(result.status != FitStatus.CONVERGED))
     if n_bad:
         logger.warning("%d of %d stars did not converge (see MapResult.status).", n_bad, n_star)

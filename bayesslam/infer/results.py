@@ -41,7 +41,9 @@ class MapResult:
     ----------
     label_names : tuple of str
     labels : numpy.ndarray
-        MAP labels, ``(n_star, n_label)``, physical units.
+        MAP labels, ``(n_star, n_label)``, physical units; NaN (with their
+        sigmas, covariances and correlations) for stars that could not be
+        fitted (status ``NO_DATA`` or ``NOT_FINITE``).
     covariance : numpy.ndarray
         Laplace covariance, ``(n_star, n_label, n_label)``.
     sigma : numpy.ndarray
@@ -84,6 +86,12 @@ class MapResult:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, stars: np.ndarray) -> "MapResult":
+        """The results of the stars at the indices (or boolean mask) ``stars``, in that order."""
+        fields = {name: np.asarray(getattr(self, name))[stars] for name in self.__dataclass_fields__
+                  if name != "label_names"}
+        return MapResult(label_names=self.label_names, **fields)
 
     @staticmethod
     def concatenate(results: list["MapResult"]) -> "MapResult":

@@ -30,13 +30,14 @@ from bayesslam.infer.model import NoiseModel, StaticModel, slam_model, split_mod
 from bayesslam.infer.nuts import build_nuts_runner
 from bayesslam.infer.priors import LabelPrior, default_prior
 from bayesslam.infer.results import (
+    MapResult,
     Posterior,
     SamplingError,
     summarize,
     to_inference_data,
 )
 
-__all__ = ["sample_nuts"]
+__all__ = ["sample_nuts", "map_start"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,18 @@ def initial_labels(model, prior: LabelPrior, flux, ivar, init_labels,
         if not np.all(np.isfinite(labels)):
             raise SamplingError("init_labels contain NaN or inf; give finite starting labels or omit them (MAP).")
         return labels, sigma
-    fit = fit_map(model, flux, ivar, prior=prior)
-    return fit.labels, fit.sigma
+    return map_start(fit_map(model, flux, ivar, prior=prior), prior)
+
+
+def map_start(fit: MapResult, prior: LabelPrior) -> tuple[np.ndarray, np.ndarray]:
+    """Samplers' starting labels and scales from MAP fits.
+
+    Stars the MAP could not fit (NaN labels: no data) start from their
+    coarse-grid point with the prior's standard deviation as scale.
+    """
+    unfitted = ~np.isfinite(fit.labels)
+    width = np.diff(np.asarray(prior.bounds, dtype=float), axis=1)[:, 0] / np.sqrt(12.0)
+    return np.where(unfitted, fit.start, fit.labels), np.where(unfitted, width, fit.sigma)
 
 
 def _in_precision(model, emulator_dtype: str | None):

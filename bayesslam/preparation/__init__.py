@@ -15,6 +15,7 @@ from bayesslam.preparation.continuum import (
     normalize,
 )
 from bayesslam.preparation.prepare import (
+    NothingPreparedError,
     prepare_files,
     prepare_spectra,
     prepare_spectrum,
@@ -32,6 +33,7 @@ from bayesslam.preparation.prepared_file import (
 from bayesslam.preparation.resample import RebinResult, rebin
 
 __all__ = [
+    "NothingPreparedError",
     "PREPARED_FORMAT",
     "PREPARED_VERSION",
     "ContinuumSettings",

@@ -24,9 +24,17 @@ from bayesslam.preparation.resample import rebin
 from bayesslam.spectra import Spectrum, SpectrumBatch, SpectrumMeta
 from bayesslam.wavelength import to_rest_frame
 
-__all__ = ["prepare_spectrum", "prepare_spectra", "prepare_files"]
+__all__ = ["NothingPreparedError", "prepare_spectrum", "prepare_spectra", "prepare_files"]
 
 logger = logging.getLogger(__name__)
+
+
+class NothingPreparedError(SpectrumValidationError):
+    """No input at all could be prepared; ``failures`` says why for each."""
+
+    def __init__(self, message: str, failures: tuple[Failure, ...]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 def prepare_spectrum(
@@ -106,8 +114,9 @@ def prepare_spectra(
 
     Raises
     ------
-    SpectrumValidationError
-        If no spectrum at all could be prepared (the message lists why).
+    NothingPreparedError
+        If no spectrum at all could be prepared (the message lists why; its
+        ``failures`` holds every reason).
     """
     wave_out = model_wavelength() if wave_out is None else np.asarray(wave_out, dtype=float)
     settings = settings or ContinuumSettings()
@@ -131,7 +140,7 @@ def prepare_spectra(
         logger.warning("skipped %s: %s: %s", source, type(exc).__name__, exc)
     if not done:
         reasons = "; ".join(f"{f.source}: {f.reason}" for f in failures[:5])
-        raise SpectrumValidationError(f"no spectrum could be prepared ({len(failures)} failed): {reasons}")
+        raise NothingPreparedError(f"no spectrum could be prepared ({len(failures)} failed): {reasons}", tuple(failures))
     return PreparedSpectra(
         spectra=SpectrumBatch.from_spectra(done),
         continuum=np.stack(continua),

@@ -10,17 +10,18 @@ is one FITS file readable with astropy alone (HDUs ``WAVE``, ``FLUX``, ``IVAR``,
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from astropy.io import fits
 
 from bayesslam._files import atomic_write
-from bayesslam.errors import CorruptFileError
+from bayesslam.errors import CorruptFileError, SpectrumValidationError
 from bayesslam.io.fitsutil import open_fits
-from bayesslam.spectra import SpectrumBatch, SpectrumMeta
+from bayesslam.spectra import SpectrumBatch, SpectrumMeta, check_arrays
 
 __all__ = [
     "PREPARED_FORMAT",
@@ -33,17 +34,33 @@ __all__ = [
     "settings_json",
 ]
 
+logger = logging.getLogger(__name__)
+
 PREPARED_FORMAT = "bayesslam-prepared"
 PREPARED_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Failure:
-    """A spectrum that could not be prepared: where it came from and why."""
+    """An input that could not be used: where it came from, which star (when known) and why.
+
+    Attributes
+    ----------
+    source : str
+        The file (or other input) it came from.
+    error : str
+        The exception's class name (e.g. ``CorruptFileError``).
+    reason : str
+        The message: what is wrong and what to do.
+    identifier : str
+        The star's identifier, when the input got as far as naming it (a
+        bad star inside a prepared file); empty otherwise.
+    """
 
     source: str
     error: str
     reason: str
+    identifier: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,46 @@ class PreparedSpectra:
     def __len__(self) -> int:
         return len(self.spectra)
 
+    def take(self, stars: np.ndarray, failures: Sequence[Failure] = ()) -> "PreparedSpectra":
+        """The spectra at the indices ``stars``, in that order, with ``failures`` added to the failed inputs."""
+        stars = np.asarray(stars, dtype=np.int64)
+        batch = self.spectra
+        taken = SpectrumBatch(wave=batch.wave, flux=batch.flux[stars], ivar=batch.ivar[stars], mask=batch.mask[stars],
+                              meta=tuple(batch.meta[i] for i in stars))
+        return PreparedSpectra(taken, self.continuum[stars], self.settings, self.failures + tuple(failures))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["PreparedSpectra"]) -> "PreparedSpectra":
+        """One set from several on the same grid, in order (settings of the first; failures of all).
+
+        Raises
+        ------
+        SpectrumValidationError
+            If the parts are on different grids, or there are none.
+        """
+        parts = list(parts)
+        if not parts:
+            raise SpectrumValidationError("no prepared spectra to concatenate.")
+        if len(parts) == 1:
+            return parts[0]
+        wave = parts[0].wave
+        for part in parts[1:]:
+            if part.wave.shape != wave.shape or not np.allclose(part.wave, wave, rtol=1e-10, atol=0):
+                raise SpectrumValidationError("prepared spectra on different wavelength grids cannot be combined.")
+        batches = [p.spectra for p in parts if len(p)]
+        failures = tuple(f for p in parts for f in p.failures)
+        if not batches:
+            return cls(parts[0].spectra, parts[0].continuum, parts[0].settings, failures)
+        batch = SpectrumBatch(
+            wave=wave,
+            flux=np.concatenate([b.flux for b in batches]),
+            ivar=np.concatenate([b.ivar for b in batches]),
+            mask=np.concatenate([b.mask for b in batches]),
+            meta=tuple(m for b in batches for m in b.meta),
+        )
+        continuum = np.concatenate([p.continuum for p in parts if len(p)])
+        return cls(batch, continuum, parts[0].settings, failures)
+
     @property
     def wave(self) -> np.ndarray:
         """The model wavelength grid (vacuum Angstrom)."""
@@ -84,7 +141,7 @@ def write_prepared(prepared: PreparedSpectra, path: str | Path, *, overwrite: bo
     HDUs: ``WAVE`` (vacuum Angstrom, float64), ``FLUX``, ``IVAR``,
     ``CONTINUUM`` (float32, ``n_star x n_pix``), ``MASK`` (uint8, 1 = bad),
     ``META`` (IDENTIFIER, SOURCE, SNR, V_RAD, REST_FRAME, N_GOOD) and
-    ``FAILED`` (SOURCE, ERROR, REASON). The primary header holds the format
+    ``FAILED`` (SOURCE, IDENTIFIER, ERROR, REASON). The primary header holds the format
     name and version, and the normalization settings as JSON in ``SETTINGS``
     history cards.
     """
@@ -119,6 +176,8 @@ def write_prepared(prepared: PreparedSpectra, path: str | Path, *, overwrite: bo
     failed_hdu = fits.BinTableHDU.from_columns(
         [
             fits.Column("SOURCE", f"{max([1] + [len(f.source) for f in failures])}A", array=[f.source for f in failures]),
+            fits.Column("IDENTIFIER", f"{max([1] + [len(f.identifier) for f in failures])}A",
+                        array=[f.identifier for f in failures]),
             fits.Column("ERROR", f"{max([1] + [len(f.error) for f in failures])}A", array=[f.error for f in failures]),
             fits.Column("REASON", f"{max([1] + [len(f.reason) for f in failures])}A", array=[f.reason for f in failures]),
         ],
@@ -143,6 +202,10 @@ def write_prepared(prepared: PreparedSpectra, path: str | Path, *, overwrite: bo
 
 def read_prepared(path: str | Path) -> PreparedSpectra:
     """Read a file written by :func:`write_prepared`.
+
+    A star whose arrays fail validation (e.g. negative ivar written by
+    another program) is left out and listed in ``failures`` with its
+    identifier; the other stars are read.
 
     Raises
     ------
@@ -175,19 +238,43 @@ def read_prepared(path: str | Path) -> PreparedSpectra:
             )
             for row in meta_rows
         )
+        failed = hdul["FAILED"].data
+        names = failed.columns.names if failed is not None else []
         failures = tuple(
-            Failure(str(r["SOURCE"]).strip(), str(r["ERROR"]).strip(), str(r["REASON"]).strip())
-            for r in hdul["FAILED"].data
+            Failure(str(r["SOURCE"]).strip(), str(r["ERROR"]).strip(), str(r["REASON"]).strip(),
+                    str(r["IDENTIFIER"]).strip() if "IDENTIFIER" in names else "")
+            for r in (failed if failed is not None else [])
         )
-        batch = SpectrumBatch(
-            wave=np.array(hdul["WAVE"].data, dtype=float),
-            flux=np.array(hdul["FLUX"].data, dtype=float),
-            ivar=np.array(hdul["IVAR"].data, dtype=float),
-            mask=np.array(hdul["MASK"].data, dtype=bool),
-            meta=meta,
-        )
+        wave = np.array(hdul["WAVE"].data, dtype=float)
+        flux = np.array(hdul["FLUX"].data, dtype=float)
+        ivar = np.array(hdul["IVAR"].data, dtype=float)
+        mask = np.array(hdul["MASK"].data, dtype=bool)
         continuum = np.array(hdul["CONTINUUM"].data, dtype=float)
-    return PreparedSpectra(batch, continuum, settings, failures)
+    keep, bad = _valid_rows(path, wave, flux, ivar, mask, meta)
+    batch = SpectrumBatch(wave=wave, flux=flux[keep], ivar=ivar[keep], mask=mask[keep],
+                          meta=tuple(meta[i] for i in keep))
+    return PreparedSpectra(batch, continuum[keep], settings, failures + bad)
+
+
+def _valid_rows(path: Path, wave: np.ndarray, flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray,
+                meta: tuple[SpectrumMeta, ...]) -> tuple[np.ndarray, tuple[Failure, ...]]:
+    """Rows that pass :func:`~bayesslam.spectra.check_arrays`, and a failure for each row that does not."""
+    try:
+        check_arrays(wave, flux, ivar, mask, what=str(path))
+        return np.arange(len(meta)), ()
+    except SpectrumValidationError:
+        pass  # find the bad rows: one check per star
+    keep, bad = [], []
+    for i, m in enumerate(meta):
+        try:
+            check_arrays(wave, flux[i], ivar[i], mask[i], what=f"{path}: star {m.identifier!r} (row {i})")
+            keep.append(i)
+        except SpectrumValidationError as exc:
+            bad.append(Failure(str(path), type(exc).__name__, str(exc), m.identifier))
+    if bad:
+        logger.warning("%s: %d of %d stars fail validation and are left out: %s", path, len(bad), len(meta),
+                       ", ".join(f.identifier for f in bad))
+    return np.asarray(keep, dtype=np.int64), tuple(bad)
 
 
 def is_prepared_file(path: str | Path) -> bool:
