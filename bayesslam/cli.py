@@ -152,7 +152,8 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
                        help="stopping tolerance, libsvm's maximal-violating-pair rule (%(default)s; "
                             "the batched backend solves its final fits to 1e-2 of it)")
     train.add_argument("--n-jobs", type=int, default=1, help="parallel workers (%(default)s; -1 = all cores)")
-    train.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: OUTPUT.checkpoint)")
+    train.add_argument("--checkpoint", type=Path,
+                       help="checkpoint folder (default: OUTPUT.checkpoint; removed when the training finishes)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted training from its checkpoint")
     train.add_argument("--description", default="", help="free text stored in the model")
     train.add_argument("--no-label-cv", action="store_true",
@@ -193,6 +194,7 @@ def _run_train(args: argparse.Namespace) -> int:
     """``bayesslam train SPECTRA... --labels TABLE -o MODEL``."""
     from bayesslam.emulator import save_model
     from bayesslam.pipeline import train
+    from bayesslam.train import remove_checkpoint
 
     _check_output(args.output, args.overwrite)
     checkpoint = args.checkpoint or args.output.with_suffix(".checkpoint")
@@ -205,6 +207,8 @@ def _run_train(args: argparse.Namespace) -> int:
                   cv_race=False if args.no_cv_race else None, n_jobs=args.n_jobs, checkpoint_dir=checkpoint)
     save_model(model, args.output, overwrite=args.overwrite)
     logger.info("model -> %s", args.output)
+    if remove_checkpoint(checkpoint):
+        logger.info("checkpoint %s removed (the training finished)", checkpoint)
     return 0
 
 

@@ -48,7 +48,9 @@ def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
     idata = az.from_netcdf(posterior)
     assert idata.posterior["teff"].shape == (32, 200, 1)
     sampled = Table.read(posterior.with_suffix(".fits"), hdu="CATALOG")
-    assert np.isfinite(sampled["TEFF_MEDIAN"][0]) and np.isfinite(sampled["TEFF_RHAT"][0])
+    # emcee: the ensemble's ESS from its autocorrelation time, no R-hat over walkers (so no RHAT_HIGH flag)
+    assert np.isfinite(sampled["TEFF_MEDIAN"][0]) and np.isfinite(sampled["TEFF_ESS"][0])
+    assert np.ma.is_masked(sampled["TEFF_RHAT"][0]) and not sampled["FLAGS"][0] & 8
 
 
 def test_fit_refuses_a_prepared_file_on_another_grid(tmp_path: Path, sdss_files):
@@ -77,6 +79,8 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
     checkpoint.mkdir()
     assert main(args) == 2  # an existing checkpoint needs --resume
     assert main([*args, "--resume"]) == 0
+    assert not checkpoint.exists()  # a finished training removes its checkpoint: --overwrite works at once
+    assert main([*args, "--overwrite"]) == 0
     loaded = load_model(model)
     assert loaded.label_names == ("teff", "logg", "fe_h", "alpha_m")
     assert loaded.metadata["n_train"] == 24 and loaded.wave[0] >= 8100

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import arviz as az
+import emcee
 import jax
 import numpy as np
 import pytest
@@ -49,6 +50,12 @@ def test_nuts_and_emcee_agree(toy, one_star, nuts_one):
         assert abs(a["mean"][0, k] - b["mean"][0, k]) < 0.1 * a["sd"][0, k]
         assert b["sd"][0, k] == pytest.approx(a["sd"][0, k], rel=0.10)
     assert np.all(a["r_hat"] < 1.01) and np.all(a["ess_bulk"] > 400)
+    # emcee: no R-hat over (dependent) walkers; the ESS is the ensemble's, from the autocorrelation time
+    assert np.all(np.isnan(b["r_hat"]))
+    tau = emcee.autocorr.integrated_time(np.transpose(emcee_post.draws(0).reshape(32, 4000, 4), (1, 0, 2)))
+    np.testing.assert_allclose(b["autocorr_time"][0], tau)
+    np.testing.assert_allclose(b["ess_bulk"][0], 32 * 4000 / tau)
+    assert np.all(b["ess_bulk"] > 400)  # a well-behaved star is not flagged LOW_ESS
 
 
 def test_label_the_spectrum_ignores_returns_its_prior(toy, nuts_one):

@@ -91,8 +91,13 @@ def sample_emcee(
 
     Walkers start in a small ball (1e-3 of the box width) around the MAP,
     inside the support; emcee's random state is seeded from ``seed``.
-    Walkers are reported as ArviZ chains (their R-hat is indicative only:
-    ensemble walkers are not independent chains).
+    Walkers are reported as ArviZ chains. Ensemble walkers are not
+    independent chains, so R-hat over them means nothing: the summary's
+    ``r_hat`` is NaN, and its ``ess_bulk`` is the ensemble's effective sample
+    size from emcee's integrated autocorrelation time ``tau`` (also in the
+    summary as ``autocorr_time``): ``n_walkers * n_kept / tau``, per label.
+    A ``tau`` longer than a fiftieth of the kept chain is unreliable (emcee's
+    own criterion) and is logged.
     """
     flux, ivar, prior, ids = prepare_inputs(model, flux, ivar, prior, identifiers)
     start, _ = initial_labels(model, prior, flux, ivar, init_labels)
@@ -102,6 +107,7 @@ def sample_emcee(
     bounds = prior.bounds
     width = np.where(np.isfinite(bounds[:, 1] - bounds[:, 0]), bounds[:, 1] - bounds[:, 0], 1.0)
     chains: list[np.ndarray] = []
+    taus: list[np.ndarray] = []
     for i in tqdm(range(flux.shape[0]), disable=not progress, desc="emcee", unit="star"):
         f, w = jnp.asarray(flux[i]), jnp.asarray(ivar[i])
         ball = start[i] + 1e-3 * width * rng.standard_normal((n_walkers, len(names)))
@@ -116,8 +122,23 @@ def sample_emcee(
         sampler.run_mcmc(ball, n_steps, progress=False)
         chain = sampler.get_chain(discard=n_burn, thin=thin)  # (draw, walker, label)
         chains.append(np.transpose(chain, (1, 0, 2)))
+        taus.append(_autocorr_time(chain, ids[i]))
     stacked = np.stack(chains, axis=2)  # walker, draw, star, label
     samples = {name: stacked[..., k] for k, name in enumerate(names)}
     idata = to_inference_data(samples, None, ids, "emcee")
     summary = summarize(idata, names, np.zeros(flux.shape[0], dtype=int))
+    tau = np.stack(taus)  # (star, label)
+    n_kept = stacked.shape[0] * stacked.shape[1]
+    summary.update(r_hat=np.full_like(tau, np.nan), ess_bulk=n_kept / tau, autocorr_time=tau)
     return Posterior(idata, tuple(names), ids, "emcee", summary)
+
+
+def _autocorr_time(chain: np.ndarray, identifier: str) -> np.ndarray:
+    """emcee's integrated autocorrelation time per label of one star's ensemble ``(draw, walker, label)``."""
+    try:
+        tau = emcee.autocorr.integrated_time(chain)
+    except emcee.autocorr.AutocorrError as short:  # the estimate exists; say so in bayesslam's words
+        tau = short.tau
+        logger.info("star %s: autocorrelation time %s steps is long against %d kept steps; its ESS is a rough "
+                    "estimate (run more steps)", identifier, np.round(tau, 1).tolist(), chain.shape[0])
+    return np.asarray(tau, dtype=float)

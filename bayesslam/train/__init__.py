@@ -11,7 +11,7 @@ defaults of :mod:`~bayesslam.train.settings`. scikit-learn is imported only
 inside this package.
 """
 
-from bayesslam.train.checkpoint import CheckpointError, training_set_hash
+from bayesslam.train.checkpoint import CheckpointError, remove_checkpoint, training_set_hash
 from bayesslam.train.chunk import assign_folds, standardize
 from bayesslam.train.label_cv import (
     fold_emulators,
@@ -53,6 +53,7 @@ __all__ = [
     "label_cv_snr_laws",
     "out_of_fold_labels",
     "rbf_kernel",
+    "remove_checkpoint",
     "resolve_grid",
     "standardize",
     "training_set_hash",

@@ -22,7 +22,8 @@ from bayesslam._files import atomic_write
 from bayesslam.errors import BayesSlamError
 from bayesslam.train.chunk import CHUNK_ARRAYS
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "Checkpoint", "training_set_hash"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "Checkpoint", "remove_checkpoint",
+           "training_set_hash"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,25 @@ def training_set_hash(labels: np.ndarray, flux: np.ndarray, ivar: np.ndarray) ->
         digest.update(json.dumps(list(array.shape)).encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def remove_checkpoint(directory: str | Path) -> bool:
+    """Delete a checkpoint's files (``manifest.json``, ``chunk-*.npz``), and the folder if nothing else is in it.
+
+    For after a finished training, whose model is saved. Other files in the
+    folder are left alone. Returns whether the folder is gone.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return not directory.exists()
+    for path in [directory / "manifest.json", *directory.glob("chunk-*.npz")]:
+        path.unlink(missing_ok=True)
+    try:
+        directory.rmdir()
+    except OSError:
+        logger.info("checkpoint files removed from %s; the folder holds other files and is kept", directory)
+        return False
+    return True
 
 
 class Checkpoint:
