@@ -351,7 +351,8 @@ def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
     snr = np.array([m.snr for m in batch.meta])
     return build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
                          calibration=model.error_calibration, snr_laws=model.snr_laws,
-                         law_snr=spectrum_snr(batch.flux, batch.ivar), sources=[m.source for m in batch.meta])
+                         law_snr=spectrum_snr(batch.flux, batch.ivar), sources=[m.source for m in batch.meta],
+                         label_units=model.label_units)
 
 
 @in_float64

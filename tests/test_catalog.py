@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from astropy.table import Table
 from toymodel import make_toy_model, simulate
 
@@ -33,10 +34,16 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     fit = fit_map(toy, flux, ivar)
     snr = np.array([30.0, 15.0, 1.5, 30.0, 30.0])
     domain = TrainingDomain(toy.training_labels, constrained=np.array([True, True, True, False]))
-    table = build_catalog([f"s{i}" for i in range(5)], snr, fit, domain=domain)
-    for column in ("TEFF_MAP", "TEFF_MAP_ERR", "TEFF_MEDIAN", "TEFF_P16", "TEFF_P84", "TEFF_POST_ERR",
-                   "TEFF_SNR_ERR", "RHO_TEFF_FE_H", "CHI2", "REDUCED_CHI2", "FLAGS", "DENSITY_PERCENTILE"):
+    units = ("K", "dex", "dex", "dex")
+    table = build_catalog([f"s{i}" for i in range(5)], snr, fit, domain=domain, label_units=units)
+    for column in ("TEFF_MAP", "TEFF_MAP_ERR", "TEFF_SNR_ERR", "TEFF_ERR", "RHO_TEFF_FE_H", "CHI2", "REDUCED_CHI2",
+                   "FLAGS", "FLAG_NAMES", "DENSITY_PERCENTILE", "SOURCE"):
         assert column in table.colnames
+    # columns that were not computed are not written: no posterior, no calibration here
+    for column in ("TEFF_MEDIAN", "TEFF_MEAN", "TEFF_P16", "TEFF_POST_ERR", "TEFF_RHAT", "N_DIVERGENT",
+                   "TEFF_SYS_ERR", "TEFF_CAL_P16"):
+        assert column not in table.colnames
+    assert table["FLAG_NAMES"][4] == ",".join(flag_names(int(table["FLAGS"][4]))) and "FIT_FAILED" in table["FLAG_NAMES"][4]
     assert table["FE_H_SNR_ERR"][1] == PAPER_SNR_LAWS["fe_h"](15.0)
     assert np.isnan(table["ALPHA_M_SNR_ERR"][0])  # the paper gives no law for [alpha/M]
     flags = np.asarray(table["FLAGS"])
@@ -45,6 +52,12 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     path = write_catalog(table, tmp_path / "catalog.fits")
     back = Table.read(path, hdu="CATALOG")
     assert list(back["IDENTIFIER"]) == [f"s{i}" for i in range(5)]
+    # units and a description on the columns (FITS TUNIT, TCOMM)
+    header = fits.getheader(path, "CATALOG")
+    for number in range(1, header["TFIELDS"] + 1):
+        assert header.get(f"TCOMM{number}"), header[f"TTYPE{number}"]
+    assert str(back["TEFF_MAP"].unit) == "K" and back["FE_H_ERR"].unit is None  # FITS units have no dex:
+    assert header[f"TCOMM{back.colnames.index('FE_H_ERR') + 1}"].endswith("[dex]")  # the description says it
     assert back.meta["FLAGBIT6"] == "LOW_SNR"
     assert "OUTSIDE_DOMAIN" in describe_flags()
     # each bit's own meaning, not the class docstring
@@ -75,7 +88,7 @@ def test_calibrated_columns(tmp_path: Path):
     raw = build_catalog(ids, snr, fit)
     assert raw.meta["ERRCALIB"] == "none"
     np.testing.assert_array_equal(raw["FE_H_ERR"], raw["FE_H_MAP_ERR"])
-    assert np.all(np.isnan(raw["FE_H_SYS_ERR"])) and np.all(np.isnan(raw["FE_H_CAL_P16"]))
+    assert "FE_H_SYS_ERR" not in raw.colnames and "FE_H_CAL_P16" not in raw.colnames
 
     calibration = _calibration()
     table = build_catalog(ids, snr, fit, calibration=calibration)
@@ -91,6 +104,8 @@ def test_calibrated_columns(tmp_path: Path):
     assert sampled.meta["ERRCALIB"] == "posterior"
     sd = post.summary["sd"]
     np.testing.assert_allclose(sampled["LOGG_ERR"], np.sqrt((1.2 * sd[:, 1]) ** 2 + 0.04**2))
+    np.testing.assert_allclose(sampled["TEFF_MEAN"], post.summary["mean"][:, 0])
+    assert "N_DIVERGENT" in sampled.colnames and "TEFF_RHAT" in sampled.colnames
     quantiles = calibration.posterior.quantiles(post.draws(1), [0.15865525393145707, 0.975])
     assert sampled["FE_H_CAL_P16"][1] == pytest.approx(quantiles[0, 2])
     assert sampled["FE_H_CAL_P97_5"][1] == pytest.approx(quantiles[1, 2])

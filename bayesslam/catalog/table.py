@@ -4,9 +4,9 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
 
 ``L_MAP``, ``L_MAP_ERR``
     MAP label and its Laplace sigma.
-``L_MEDIAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``
-    Posterior median, 15.87/84.13 percentiles and standard deviation
-    (NaN when no posterior was sampled).
+``L_MEDIAN``, ``L_MEAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``
+    Posterior median, mean, 15.87/84.13 percentiles and standard deviation
+    (only when a posterior was sampled).
 ``L_SNR_ERR``
     The empirical SNR-law sigma: the model's own laws (fitted to its
     out-of-fold labels, evaluated at the SNR of the prepared spectrum) when
@@ -20,22 +20,26 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
     calibration when a posterior was sampled and the model has one, else
     ``sqrt((scale * L_MAP_ERR)**2 + floor**2)`` with the Laplace
     calibration. Without a calibration ``L_ERR`` is the statistical sigma
-    (``L_POST_ERR``, else ``L_MAP_ERR``) and ``L_SYS_ERR`` is NaN.
+    (``L_POST_ERR``, else ``L_MAP_ERR``) and there is no ``L_SYS_ERR``.
 ``L_CAL_P16``, ``L_CAL_P84``, ``L_CAL_P2_5``, ``L_CAL_P97_5``
     Calibrated central 68.27% and 95% intervals: quantiles of the
     calibrated posterior (draws moved from the median by ``scale`` and
     convolved with ``N(0, floor**2)``), or ``L_MAP -+ z * L_ERR`` with the
-    Laplace calibration; NaN without a calibration. The header keyword
+    Laplace calibration; absent without a calibration. The header keyword
     ``ERRCALIB`` says which calibration was used (``posterior``,
     ``laplace`` or ``none``).
 ``L_RHAT``, ``L_ESS``
-    Posterior diagnostics.
+    Posterior diagnostics (only when a posterior was sampled).
 ``RHO_L1_L2``
     Laplace correlation coefficient of each label pair.
 
-Plus ``IDENTIFIER``, ``SOURCE`` (the input file), ``SNR``, ``CHI2``, ``REDUCED_CHI2``, ``N_PIX``,
-``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``, ``OUTSIDE_HULL_FRAC``,
-``DENSITY_PERCENTILE`` and ``FLAGS`` (bits in :class:`Flag`). A star that
+Plus ``IDENTIFIER``, ``SOURCE`` (the input file), ``SNR``, ``CHI2``,
+``REDUCED_CHI2``, ``N_PIX``, ``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``
+(with a posterior), ``OUTSIDE_HULL_FRAC``, ``DENSITY_PERCENTILE``, ``FLAGS``
+(bits in :class:`Flag`) and ``FLAG_NAMES`` (the names of the bits set).
+Every column carries a description (FITS ``TCOMM``), label columns their
+unit (``TUNIT``; units FITS cannot express, such as dex, in the
+description). A star that
 could not be fitted (``FIT_STATUS`` ``NO_DATA`` or ``NOT_FINITE``) has NaN in
 every label and error column.
 
@@ -52,13 +56,14 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from astropy import units as u
 from astropy.io import fits
 from astropy.table import Table
 
 from bayesslam._files import atomic_write
 from bayesslam.calibration import LEVELS, ModelCalibration, SnrLaw, snr_law_sigma
 from bayesslam.catalog.domain import TrainingDomain
-from bayesslam.catalog.flags import Flag, FlagThresholds
+from bayesslam.catalog.flags import Flag, FlagThresholds, flag_names
 from bayesslam.infer import FitStatus, MapResult, Posterior
 from bayesslam.preparation import Failure
 
@@ -76,6 +81,8 @@ def build_catalog(
     snr_laws: Mapping[str, SnrLaw] | None = None,
     law_snr: np.ndarray | None = None,
     sources: Sequence[str] | None = None,
+    label_units: Sequence[str] | None = None,
+    snr_definition: str = "",
 ) -> Table:
     """Assemble the catalog table.
 
@@ -101,6 +108,17 @@ def build_catalog(
         The SNR the model's laws are evaluated at (default ``snr``).
     sources : sequence of str, optional
         The input each star came from (``SOURCE``; default empty).
+    label_units : sequence of str, optional
+        The labels' units (FITS ``TUNIT`` of their columns).
+    snr_definition : str
+        How ``SNR`` was measured, added to its description.
+
+    Columns that were not computed are not written: the posterior columns
+    (``L_MEDIAN``, ``L_MEAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``,
+    ``L_RHAT``, ``L_ESS``, ``N_DIVERGENT``) only with a posterior, the
+    calibrated ones (``L_SYS_ERR``, ``L_CAL_*``) only with a calibration.
+    Every column has a description (FITS ``TCOMM``) and label columns their
+    unit (``TUNIT``).
     """
     n_star = len(fit)
     names = fit.label_names
@@ -121,29 +139,45 @@ def build_catalog(
     if np.any(unfitted):
         summary = {key: _blank(value, unfitted) if key != "n_divergent" else value for key, value in summary.items()}
         calibrated = {key: _blank(value, unfitted) for key, value in calibrated.items()}
+    units = tuple(label_units) if label_units is not None else ("",) * len(names)
+    posterior_columns = (("MEDIAN", "median"), ("MEAN", "mean"), ("P16", "q16"), ("P84", "q84"), ("POST_ERR", "sd"))
     for k, name in enumerate(names):
         col = name.upper()
         table[f"{col}_MAP"] = fit.labels[:, k]
         table[f"{col}_MAP_ERR"] = fit.sigma[:, k]
-        table[f"{col}_MEDIAN"] = summary.get("median", nan)[:, k]
-        table[f"{col}_P16"] = summary.get("q16", nan)[:, k]
-        table[f"{col}_P84"] = summary.get("q84", nan)[:, k]
-        table[f"{col}_POST_ERR"] = summary.get("sd", nan)[:, k]
+        if posterior is not None:
+            for suffix, key in posterior_columns:
+                table[f"{col}_{suffix}"] = summary[key][:, k]
         table[f"{col}_SNR_ERR"] = laws[:, k]
         for suffix, values in calibrated.items():
             table[f"{col}_{suffix}"] = values[:, k]
-        table[f"{col}_RHAT"] = summary.get("r_hat", nan)[:, k]
-        table[f"{col}_ESS"] = summary.get("ess_bulk", nan)[:, k]
+        if posterior is not None:
+            table[f"{col}_RHAT"] = summary["r_hat"][:, k]
+            table[f"{col}_ESS"] = summary["ess_bulk"][:, k]
+        fits_unit = _fits_unit(units[k])
+        for suffix in _LABEL_COLUMNS:
+            if f"{col}_{suffix}" in table.colnames:
+                column = table[f"{col}_{suffix}"]
+                column.description = _LABEL_COLUMNS[suffix].format(label=name)
+                if suffix in ("RHAT", "ESS") or not units[k]:
+                    continue
+                if fits_unit is not None:
+                    column.unit = fits_unit
+                else:  # e.g. dex, which FITS units cannot express: say it in the description
+                    column.description += f" [{units[k]}]"
     for i in range(len(names)):
         for j in range(i + 1, len(names)):
             table[f"RHO_{names[i].upper()}_{names[j].upper()}"] = fit.correlation[:, i, j]
+            table[f"RHO_{names[i].upper()}_{names[j].upper()}"].description = (
+                f"Laplace correlation coefficient of {names[i]} and {names[j]} at the MAP")
     table["CHI2"] = fit.chi2
     table["REDUCED_CHI2"] = fit.reduced_chi2
     table["N_PIX"] = fit.n_good
     table["FIT_STATUS"] = fit.status
     table["N_ITER"] = fit.n_iter
     n_div = summary.get("n_divergent", np.zeros(n_star, dtype=int))
-    table["N_DIVERGENT"] = n_div
+    if posterior is not None:
+        table["N_DIVERGENT"] = n_div
     hull = np.full(n_star, np.nan)
     percentile = np.full(n_star, np.nan)
     if domain is not None:
@@ -165,12 +199,66 @@ def build_catalog(
     flags |= np.where(~(snr >= thresholds.low_snr), int(Flag.LOW_SNR), 0)
     flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2) & ~unfitted, int(Flag.POOR_FIT), 0)
     table["FLAGS"] = flags
+    table["FLAG_NAMES"] = np.array([",".join(flag_names(int(value))) for value in flags] or [""], dtype=str)[:n_star]
+    for column, description in _COLUMNS.items():
+        if column in table.colnames:
+            table[column].description = description
+    table["SNR"].description += "; " + snr_definition if snr_definition else ""
     table.meta["LABELS"] = ",".join(names)
     table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
     table.meta["SNRLAWS"] = "paper" if snr_laws is None else "model"
     for flag in Flag:
         table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name
     return table
+
+
+#: Descriptions (FITS ``TCOMM``) of the per-label columns, by suffix.
+_LABEL_COLUMNS: dict[str, str] = {
+    "MAP": "MAP {label}",
+    "MAP_ERR": "Laplace sigma of {label} at the MAP (raw statistical)",
+    "MEDIAN": "posterior median of {label}",
+    "MEAN": "posterior mean of {label}",
+    "P16": "posterior 15.87 percentile of {label}",
+    "P84": "posterior 84.13 percentile of {label}",
+    "POST_ERR": "posterior standard deviation of {label} (raw statistical)",
+    "SNR_ERR": "SNR-law sigma of {label} (header SNRLAWS: the model's or the paper's)",
+    "ERR": "recommended sigma of {label}: calibrated (header ERRCALIB), else raw",
+    "SYS_ERR": "systematic floor of {label} within its calibrated sigma",
+    "CAL_P16": "calibrated 15.87 percentile of {label}",
+    "CAL_P84": "calibrated 84.13 percentile of {label}",
+    "CAL_P2_5": "calibrated 2.5 percentile of {label}",
+    "CAL_P97_5": "calibrated 97.5 percentile of {label}",
+    "RHAT": "split R-hat of {label} (NaN for emcee: walkers are not independent)",
+    "ESS": "bulk effective sample size of {label} (emcee: from the autocorrelation time)",
+}
+
+#: Descriptions (FITS ``TCOMM``) of the other columns.
+_COLUMNS: dict[str, str] = {
+    "IDENTIFIER": "star identifier (NAME#2, NAME#3 for repeated ones)",
+    "SOURCE": "file the spectrum was read from",
+    "SNR": "signal-to-noise ratio given by the reader",
+    "CHI2": "chi-square at the MAP with the likelihood's variance",
+    "REDUCED_CHI2": "CHI2 / (N_PIX - number of labels)",
+    "N_PIX": "pixels used in the fit",
+    "FIT_STATUS": "MAP status: 0 converged, 1 iteration limit, 2 not finite, 3 no data",
+    "N_ITER": "MAP iterations",
+    "N_DIVERGENT": "divergent NUTS transitions",
+    "OUTSIDE_HULL_FRAC": "fraction of the labels (draws) outside the training set's convex hull",
+    "DENSITY_PERCENTILE": "percentile of the training-label density at the MAP labels",
+    "FLAGS": "flag bits (header FLAGBITn, column FLAG_NAMES)",
+    "FLAG_NAMES": "names of the flag bits set, comma-separated",
+}
+
+
+def _fits_unit(unit: str) -> u.UnitBase | None:
+    """``unit`` as a FITS-expressible astropy unit, or None (e.g. ``dex``, or no unit)."""
+    if not unit:
+        return None
+    try:
+        parsed = u.Unit(unit, format="fits")
+    except ValueError:
+        return None
+    return parsed
 
 
 def _blank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -198,7 +286,7 @@ def _calibrated_columns(fit: MapResult, posterior: Posterior | None,
     names = ("CAL_P16", "CAL_P84", "CAL_P2_5", "CAL_P97_5")
     if kind == "none":
         statistical = posterior.summary["sd"] if posterior is not None else fit.sigma
-        return {"ERR": statistical, "SYS_ERR": nan, **{name: nan for name in names}}
+        return {"ERR": statistical}
     if kind == "posterior":
         cal = calibration.posterior
         quantiles = np.full((shape[0], len(probs), shape[1]), np.nan)
@@ -254,6 +342,9 @@ def write_catalog(table: Table, path: str | Path, *, failures: Sequence[Failure]
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     catalog = fits.table_to_hdu(table)
     catalog.name = "CATALOG"
+    for number, column in enumerate(table.itercols(), start=1):
+        if column.description:
+            catalog.header[f"TCOMM{number}"] = column.description
     catalog.header["NFAILED"] = (len(failures), "inputs that failed: extension FAILED")
     failed = fits.table_to_hdu(failed_table(failures))
     failed.name = "FAILED"
