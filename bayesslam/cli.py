@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -288,10 +290,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s" if args.verbose else "%(message)s")
     logging.getLogger("bayesslam").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        return int(args.handler(args))
+        with _stop_on_signals():
+            return int(args.handler(args))
     except BayesSlamError as exc:
         logger.error("error: %s", exc)
         return 2
+    except KeyboardInterrupt:
+        hint = " Finished chunks are kept in the checkpoint: run the same command with --resume." \
+            if args.command == "train" else ""
+        logger.error("interrupted; nothing was written.%s", hint)
+        return INTERRUPTED_EXIT
+
+
+#: Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report an interrupted command).
+INTERRUPTED_EXIT = 130
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM (what batch schedulers send) and SIGINT stop the command as Ctrl-C does.
+
+    Both raise ``KeyboardInterrupt`` in the main thread, so that parallel
+    workers are shut down with it (joblib aborts its pool), no output is
+    half-written (writes are atomic) and a training keeps its checkpoint.
+    SIGINT is set even where the shell started the command with it ignored
+    (a background job), so that ``kill -INT`` stops it too.
+    """
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, interrupt)
+    except ValueError:  # not the main thread (e.g. main() called from a worker thread): leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

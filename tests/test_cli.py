@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bayesslam.cli import main
 from bayesslam.preparation import read_prepared
@@ -170,3 +171,47 @@ def test_every_input_is_accounted_for(tmp_path: Path):
             assert len(nodata) == 1 and np.isnan(nodata["TEFF_MAP"][0]) and np.isnan(nodata["TEFF_ERR"][0])
             assert "FIT_FAILED" in flag_names(int(nodata["FLAGS"][0]))
         assert np.all(np.isfinite(catalog[catalog["FIT_STATUS"] != 3]["TEFF_MAP"]))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_libsvm_training_with_its_workers_and_resume_finishes_it(tmp_path: Path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bayesslam.emulator import load_model
+
+    mock = tmp_path / "mock"
+    assert main(["mock", "--n", "60", "--seed", "8", "--snr", "30", "80", "-o", str(mock)]) == 0
+    model = tmp_path / "model.npz"
+    command = [sys.executable, "-m", "bayesslam", "train", str(mock), "--labels", str(mock / "labels.csv"),
+               "-o", str(model), "--n-jobs", "2", "--folds", "3", "--no-label-cv"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = model.with_suffix(".checkpoint")
+    deadline = time.time() + 120
+    while not list(checkpoint.glob("chunk-*.npz")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    workers = [int(pid) for pid in children_file.read_text().split()]
+    assert workers, "the training should run parallel workers"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "--resume" in stderr
+    assert not model.exists() and list(checkpoint.glob("chunk-*.npz"))
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers), "worker processes outlived the stopped training"
+    # the interrupted training finishes from its checkpoint, which is then removed
+    assert subprocess.run([*command, "--resume"], capture_output=True).returncode == 0
+    assert load_model(model).metadata["n_train"] == 60 and not checkpoint.exists()
