@@ -70,7 +70,7 @@ def _prepared_mock(tmp_path: Path, n: int, seed: int, window: tuple[str, str]) -
     return prepared, folder / "labels.csv"
 
 
-def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
+def test_train_command_with_checkpoint_and_resume(tmp_path: Path, caplog):
     from bayesslam.emulator import load_model
 
     prepared, labels = _prepared_mock(tmp_path, 24, 5, ("8100", "8250"))
@@ -79,7 +79,10 @@ def test_train_command_with_checkpoint_and_resume(tmp_path: Path):
     checkpoint = model.with_suffix(".checkpoint")
     checkpoint.mkdir()
     assert main(args) == 2  # an existing checkpoint needs --resume
-    assert main([*args, "--resume"]) == 0
+    with caplog.at_level("INFO", logger="bayesslam"):
+        assert main([*args, "--resume"]) == 0
+    # stderr is no terminal here: progress comes as log lines, the last at 100%
+    assert "SLAM training: " in caplog.text and "(100%)" in caplog.text
     assert not checkpoint.exists()  # a finished training removes its checkpoint: --overwrite works at once
     assert main([*args, "--overwrite"]) == 0
     loaded = load_model(model)

@@ -125,6 +125,30 @@ def _as_2d_float(name: str, value: Any) -> np.ndarray:
     return array
 
 
+class _ProgressLog:
+    """Log lines of a long training's progress where no progress bar shows (batch jobs, log files).
+
+    At most one line per ``interval`` seconds, and one when the last step is
+    done: steps done, elapsed time and the time left at the rate so far.
+    """
+
+    def __init__(self, total: int, enabled: bool, interval: float = 60.0) -> None:
+        self.total, self.enabled, self.interval = total, enabled, interval
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < self.interval and self.done < self.total):
+            return
+        self.last = now
+        elapsed = now - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        logger.info("SLAM training: %d of %d chunks (%.0f%%), %.0f s so far, about %.0f s left",
+                    self.done, self.total, 100.0 * self.done / max(self.total, 1), elapsed, left)
+
+
 class SlamTrainer(BaseEstimator):
     """Train one RBF SVR per pixel with cross-validated hyperparameters (SLAM).
 
@@ -188,7 +212,9 @@ class SlamTrainer(BaseEstimator):
     checkpoint_dir : str, os.PathLike or None, default None
         Directory for resumable training (see the module docstring).
     progress : bool, default True
-        Show a tqdm progress bar.
+        Show a tqdm progress bar; without one (e.g. the command line when
+        stderr is not a terminal), log a progress line with the time left at
+        most once a minute.
 
     Attributes
     ----------
@@ -503,10 +529,13 @@ class SlamTrainer(BaseEstimator):
         )
         done_pixels = sum(bounds[i][1] - bounds[i][0] for i in results)
 
+        progress_log = _ProgressLog(len(todo), enabled=not self.progress)
+
         def finish(index: int, result: dict[str, np.ndarray]) -> None:
             if checkpoint is not None:
                 checkpoint.save(index, *bounds[index], result)
             results[index] = result
+            progress_log.step()
             if callback is not None:
                 callback(len(results), len(bounds))
 
