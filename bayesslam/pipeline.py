@@ -352,7 +352,9 @@ def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
     return build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
                          calibration=model.error_calibration, snr_laws=model.snr_laws,
                          law_snr=spectrum_snr(batch.flux, batch.ivar), sources=[m.source for m in batch.meta],
-                         label_units=model.label_units)
+                         label_units=model.label_units, v_rad=np.array([m.v_rad for m in batch.meta], dtype=float),
+                         rest_frame=np.array([m.rest_frame for m in batch.meta], dtype=bool),
+                         n_model_pixels=int(np.sum(np.isfinite(np.asarray(model.emulator_arrays["model_variance"])))))
 
 
 @in_float64

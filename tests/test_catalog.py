@@ -35,7 +35,9 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     snr = np.array([30.0, 15.0, 1.5, 30.0, 30.0])
     domain = TrainingDomain(toy.training_labels, constrained=np.array([True, True, True, False]))
     units = ("K", "dex", "dex", "dex")
-    table = build_catalog([f"s{i}" for i in range(5)], snr, fit, domain=domain, label_units=units)
+    table = build_catalog([f"s{i}" for i in range(5)], snr, fit, domain=domain, label_units=units,
+                          v_rad=np.array([10.0, np.nan, 0.0, 5.0, 5.0]),
+                          rest_frame=np.array([True, False, True, True, True]), n_model_pixels=300)
     for column in ("TEFF_MAP", "TEFF_MAP_ERR", "TEFF_SNR_ERR", "TEFF_ERR", "RHO_TEFF_FE_H", "CHI2", "REDUCED_CHI2",
                    "FLAGS", "FLAG_NAMES", "DENSITY_PERCENTILE", "SOURCE"):
         assert column in table.colnames
@@ -48,6 +50,11 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     assert np.isnan(table["ALPHA_M_SNR_ERR"][0])  # the paper gives no law for [alpha/M]
     flags = np.asarray(table["FLAGS"])
     assert flags[2] & Flag.LOW_SNR and not flags[0] & Flag.LOW_SNR
+    # an unknown radial velocity is flagged; SNR 30 and 1.5 lie outside the paper's laws' range 2.3-19
+    assert flags[1] & Flag.RV_UNKNOWN and not flags[0] & Flag.RV_UNKNOWN and np.isnan(table["V_RAD"][1])
+    assert flags[0] & Flag.SNR_LAW_EXTRAPOLATED and flags[2] & Flag.SNR_LAW_EXTRAPOLATED
+    assert not flags[1] & Flag.SNR_LAW_EXTRAPOLATED
+    np.testing.assert_allclose(table["MASKED_FRAC"], 1.0 - fit.n_good / 300.0)
     assert flags[4] & Flag.FIT_FAILED and not flags[0] & Flag.FIT_FAILED
     path = write_catalog(table, tmp_path / "catalog.fits")
     back = Table.read(path, hdu="CATALOG")
@@ -61,7 +68,7 @@ def test_catalog_columns_flags_and_fits_output(tmp_path: Path):
     assert back.meta["FLAGBIT6"] == "LOW_SNR"
     assert "OUTSIDE_DOMAIN" in describe_flags()
     # each bit's own meaning, not the class docstring
-    assert "edge of the prior box" in describe_flags().splitlines()[1] and len(set(describe_flags().splitlines())) == 8
+    assert "edge of the prior box" in describe_flags().splitlines()[1] and len(set(describe_flags().splitlines())) == len(Flag)
     assert flag_names(24) == ["RHAT_HIGH", "LOW_ESS"] and flag_names(0) == []
 
 

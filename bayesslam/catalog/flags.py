@@ -20,6 +20,8 @@ class Flag(enum.IntFlag):
     DIVERGENCES = 1 << 5
     LOW_SNR = 1 << 6
     POOR_FIT = 1 << 7
+    RV_UNKNOWN = 1 << 8
+    SNR_LAW_EXTRAPOLATED = 1 << 9
 
 
 #: What each flag bit means.
@@ -32,6 +34,8 @@ FLAG_MEANINGS: dict[Flag, str] = {
     Flag.DIVERGENCES: "NUTS reported divergent transitions.",
     Flag.LOW_SNR: "SNR below the range over which the SNR-law errors were calibrated (2.3).",
     Flag.POOR_FIT: "Reduced chi2 above the threshold (default 3): the model does not describe the spectrum.",
+    Flag.RV_UNKNOWN: "No radial velocity was known: the spectrum was fitted in its observed frame.",
+    Flag.SNR_LAW_EXTRAPOLATED: "SNR outside the range the SNR laws were fitted over: L_SNR_ERR is extrapolated.",
 }
 
 

@@ -61,7 +61,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from bayesslam._files import atomic_write
-from bayesslam.calibration import LEVELS, ModelCalibration, SnrLaw, snr_law_sigma
+from bayesslam.calibration import LEVELS, PAPER_SNR_RANGE, ModelCalibration, SnrLaw, snr_law_sigma
 from bayesslam.catalog.domain import TrainingDomain
 from bayesslam.catalog.flags import Flag, FlagThresholds, flag_names
 from bayesslam.infer import FitStatus, MapResult, Posterior
@@ -83,6 +83,9 @@ def build_catalog(
     sources: Sequence[str] | None = None,
     label_units: Sequence[str] | None = None,
     snr_definition: str = "",
+    v_rad: np.ndarray | None = None,
+    rest_frame: np.ndarray | None = None,
+    n_model_pixels: int | None = None,
 ) -> Table:
     """Assemble the catalog table.
 
@@ -112,6 +115,13 @@ def build_catalog(
         The labels' units (FITS ``TUNIT`` of their columns).
     snr_definition : str
         How ``SNR`` was measured, added to its description.
+    v_rad : numpy.ndarray, optional
+        Radial velocity applied per star (``V_RAD``; NaN when unknown).
+    rest_frame : numpy.ndarray of bool, optional
+        Whether each spectrum was fitted in its rest frame; False sets
+        ``RV_UNKNOWN``.
+    n_model_pixels : int, optional
+        Pixels the model can use; gives ``MASKED_FRAC = 1 - N_PIX / n``.
 
     Columns that were not computed are not written: the posterior columns
     (``L_MEDIAN``, ``L_MEAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``,
@@ -127,6 +137,9 @@ def build_catalog(
     table["IDENTIFIER"] = np.asarray(identifiers, dtype=str)
     table["SOURCE"] = np.asarray(sources if sources is not None else [""] * n_star, dtype=str)
     table["SNR"] = snr
+    if v_rad is not None:
+        table["V_RAD"] = np.asarray(v_rad, dtype=float)
+        table["V_RAD"].unit = "km / s"
     flags = np.zeros(n_star, dtype=np.int64)
     if snr_laws is None:
         laws = snr_law_sigma(snr, names)
@@ -173,6 +186,8 @@ def build_catalog(
     table["CHI2"] = fit.chi2
     table["REDUCED_CHI2"] = fit.reduced_chi2
     table["N_PIX"] = fit.n_good
+    if n_model_pixels:
+        table["MASKED_FRAC"] = 1.0 - np.asarray(fit.n_good, dtype=float) / float(n_model_pixels)
     table["FIT_STATUS"] = fit.status
     table["N_ITER"] = fit.n_iter
     n_div = summary.get("n_divergent", np.zeros(n_star, dtype=int))
@@ -198,6 +213,11 @@ def build_catalog(
         flags |= np.where(n_div > 0, int(Flag.DIVERGENCES), 0)
     flags |= np.where(~(snr >= thresholds.low_snr), int(Flag.LOW_SNR), 0)
     flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2) & ~unfitted, int(Flag.POOR_FIT), 0)
+    if rest_frame is not None:
+        flags |= np.where(~np.asarray(rest_frame, dtype=bool), int(Flag.RV_UNKNOWN), 0)
+    law_range = _law_range(snr_laws)
+    at = snr if snr_laws is None or law_snr is None else np.asarray(law_snr, dtype=float)
+    flags |= np.where(np.isfinite(at) & ((at < law_range[0]) | (at > law_range[1])), int(Flag.SNR_LAW_EXTRAPOLATED), 0)
     table["FLAGS"] = flags
     table["FLAG_NAMES"] = np.array([",".join(flag_names(int(value))) for value in flags] or [""], dtype=str)[:n_star]
     for column, description in _COLUMNS.items():
@@ -240,6 +260,8 @@ _COLUMNS: dict[str, str] = {
     "CHI2": "chi-square at the MAP with the likelihood's variance",
     "REDUCED_CHI2": "CHI2 / (N_PIX - number of labels)",
     "N_PIX": "pixels used in the fit",
+    "MASKED_FRAC": "fraction of the model's pixels masked in this spectrum",
+    "V_RAD": "radial velocity removed before fitting (NaN: unknown, flag RV_UNKNOWN)",
     "FIT_STATUS": "MAP status: 0 converged, 1 iteration limit, 2 not finite, 3 no data",
     "N_ITER": "MAP iterations",
     "N_DIVERGENT": "divergent NUTS transitions",
@@ -248,6 +270,16 @@ _COLUMNS: dict[str, str] = {
     "FLAGS": "flag bits (header FLAGBITn, column FLAG_NAMES)",
     "FLAG_NAMES": "names of the flag bits set, comma-separated",
 }
+
+
+def _law_range(snr_laws: Mapping[str, SnrLaw] | None) -> tuple[float, float]:
+    """The SNR range all the laws hold over (the paper's when no model laws are given)."""
+    if snr_laws is None:
+        return PAPER_SNR_RANGE
+    ranges = [law.snr_range for law in snr_laws.values() if law.snr_range is not None]
+    if not ranges:
+        return (0.0, np.inf)
+    return (max(r[0] for r in ranges), min(r[1] for r in ranges))
 
 
 def _fits_unit(unit: str) -> u.UnitBase | None:
