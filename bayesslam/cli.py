@@ -137,7 +137,8 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("spectra", nargs="+", help="a prepared FITS file, or raw spectrum files, folders or glob patterns")
     train.add_argument("--labels", type=Path, required=True, help="label table (CSV or FITS) matched by identifier")
     train.add_argument("-o", "--output", type=Path, required=True, help="model file to write (.npz)")
-    train.add_argument("--label-names", default="teff,logg,fe_h,alpha_m", help="label columns (%(default)s)")
+    train.add_argument("--label-names",
+                       help="label columns, comma-separated (default: those of teff,logg,fe_h,alpha_m the table has)")
     train.add_argument("--id-column", default="identifier", help="identifier column of the label table")
     train.add_argument("--grid", default="fast", help="hyperparameter grid preset: fast or paper (%(default)s)")
     train.add_argument("--folds", type=int, default=10, help="cross-validation folds (%(default)s)")
@@ -202,7 +203,8 @@ def _run_train(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or args.output.with_suffix(".checkpoint")
     if checkpoint.exists() and not args.resume:
         raise BayesSlamError(f"checkpoint {checkpoint} exists; pass --resume to continue that training, or remove it.")
-    model = train(args.spectra, args.labels, label_names=tuple(args.label_names.split(",")),
+    label_names = tuple(args.label_names.split(",")) if args.label_names else None
+    model = train(args.spectra, args.labels, label_names=label_names,
                   id_column=args.id_column, description=args.description, label_cv=not args.no_label_cv,
                   progress=args.progress,
                   grid=args.grid, backend=args.backend, n_folds=args.folds, tol=args.tol, cv_tol=args.cv_tol,

@@ -54,7 +54,7 @@ from bayesslam.infer import (
     sample_emcee,
     sample_nuts,
 )
-from bayesslam.io import read_label_table
+from bayesslam.io import STANDARD_LABELS, label_table_names, read_label_table
 from bayesslam.preparation import (
     ContinuumSettings,
     Failure,
@@ -514,7 +514,7 @@ def train(
     spectra: SpectraInput,
     labels: str | os.PathLike | np.ndarray | Mapping[str, Any],
     *,
-    label_names: Sequence[str] = ("teff", "logg", "fe_h", "alpha_m"),
+    label_names: Sequence[str] | None = None,
     id_column: str = "identifier",
     window: tuple[float, float] | None = PRODUCTION_WINDOW,
     description: str = "",
@@ -537,12 +537,14 @@ def train(
         Raw spectra (prepared on the BOSS grid over ``window``) or prepared
         spectra (their grid becomes the model's).
     labels : path, array or mapping
-        A label table (CSV or FITS, matched to the spectra by ``id_column``),
-        or the labels themselves, one row per prepared spectrum in order.
-    label_names : sequence of str
-        The label columns, in the model's order.
+        A label table (CSV or FITS, matched to the spectra by ``id_column``:
+        by identifier, else by file name), or the labels themselves, one row
+        per prepared spectrum in order.
+    label_names : sequence of str, optional
+        The label columns, in the model's order. Default: those of ``teff``,
+        ``logg``, ``fe_h``, ``alpha_m`` the table has (for arrays: all four).
     id_column : str
-        The identifier column of a label table.
+        The identifier (or file-name) column of a label table.
     window : (float, float) or None
         Wavelength window of the model grid for raw spectra (default: the
         production window; None: the whole BOSS grid).
@@ -567,9 +569,14 @@ def train(
     if prepared.failures:
         logger.warning("%d input(s) could not be prepared and are left out of the training set.",
                        len(prepared.failures))
-    names = tuple(label_names)
     if isinstance(labels, (str, os.PathLike)):
-        labels = read_label_table(labels, prepared.spectra.identifiers, names, id_column)
+        names = tuple(label_names) if label_names is not None else label_table_names(labels)
+        logger.info("labels: %s", ", ".join(names))
+        sources = [Path(m.source) for m in prepared.spectra.meta]
+        aliases = [(path.name, path.name.split(".")[0]) for path in sources]
+        labels = read_label_table(labels, prepared.spectra.identifiers, names, id_column, aliases=aliases)
+    else:
+        names = tuple(label_names) if label_names is not None else STANDARD_LABELS
     trainer = SlamTrainer(progress=progress, **trainer_options)
     trainer.fit_prepared(labels, prepared, label_names=names)
     logger.info("trained on %d stars x %d pixels", len(prepared), prepared.wave.size)

@@ -17,7 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bayesslam.errors import UnknownFormatError
-from bayesslam.io.labels import LabelTableError, read_label_table
+from bayesslam.io.labels import (
+    STANDARD_LABELS,
+    LabelTableError,
+    label_table_names,
+    read_label_table,
+    table_label_names,
+)
 from bayesslam.io.lamost import identify_lamost, read_lamost
 from bayesslam.io.registry import (
     Reader,
@@ -33,6 +39,9 @@ from bayesslam.spectra import Spectrum
 
 __all__ = [
     "LabelTableError",
+    "STANDARD_LABELS",
+    "label_table_names",
+    "table_label_names",
     "Reader",
     "read_label_table",
     "register_reader",
