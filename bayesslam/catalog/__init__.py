@@ -13,6 +13,7 @@ from bayesslam.catalog.flags import (
     FlagThresholds,
     describe_flags,
     flag_names,
+    sampling_thresholds,
 )
 from bayesslam.calibration.snr_law import (
     PAPER_SNR_LAWS,
@@ -36,6 +37,7 @@ __all__ = [
     "describe_flags",
     "flag_names",
     "fit_snr_law",
+    "sampling_thresholds",
     "snr_law_sigma",
     "write_catalog",
 ]

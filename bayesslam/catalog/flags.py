@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from bayesslam.calibration.snr_law import PAPER_SNR_RANGE
 
-__all__ = ["Flag", "FLAG_MEANINGS", "FlagThresholds", "describe_flags", "flag_names"]
+__all__ = ["Flag", "FLAG_MEANINGS", "FlagThresholds", "describe_flags", "flag_names", "sampling_thresholds"]
 
 
 class Flag(enum.IntFlag):
@@ -29,8 +30,8 @@ FLAG_MEANINGS: dict[Flag, str] = {
     Flag.OUTSIDE_DOMAIN: "MAP labels rarer than the training set's low-density tail, or posterior mass outside its hull.",
     Flag.AT_PRIOR_EDGE: "A MAP label sits at the edge of the prior box.",
     Flag.FIT_FAILED: "The optimizer did not converge (or produced non-finite values).",
-    Flag.RHAT_HIGH: "A label's R-hat exceeds the threshold (default 1.01): not converged.",
-    Flag.LOW_ESS: "A label's bulk ESS is below the threshold (default 400).",
+    Flag.RHAT_HIGH: "A label's R-hat exceeds the threshold (1.01 with 4+ chains, 1.05 with fewer): not converged.",
+    Flag.LOW_ESS: "A label's bulk ESS is below the threshold (100 per NUTS chain, 400 for an emcee ensemble).",
     Flag.DIVERGENCES: "NUTS reported divergent transitions.",
     Flag.LOW_SNR: "SNR below the range over which the SNR-law errors were calibrated (2.3).",
     Flag.POOR_FIT: "Reduced chi2 above the threshold (default 3): the model does not describe the spectrum.",
@@ -39,15 +40,35 @@ FLAG_MEANINGS: dict[Flag, str] = {
 }
 
 
+@dataclass(frozen=True)
 class FlagThresholds:
-    """Thresholds used to set :class:`Flag` bits (documented defaults)."""
+    """Thresholds used to set :class:`Flag` bits (documented defaults).
 
-    r_hat: float = 1.01
-    ess: float = 400.0
+    ``r_hat`` and ``ess`` default to None: chosen from the run, following
+    Vehtari et al. (2021). R-hat above 1.01 with four or more chains, above
+    1.05 with fewer (with one chain R-hat compares its two halves, a noisier
+    test); bulk ESS below 100 per chain (NUTS), or below 400 for an emcee
+    ensemble (its ESS comes from the autocorrelation time of all walkers).
+    On an exact forward model, the default run (one chain, 1000 + 1000)
+    then flags no star (``tests/test_sample.py``).
+    """
+
+    r_hat: float | None = None
+    ess: float | None = None
     low_snr: float = PAPER_SNR_RANGE[0]
     reduced_chi2: float = 3.0
     hull_fraction: float = 0.5
     density_percentile: float = 1.0
+
+
+def sampling_thresholds(thresholds: FlagThresholds, n_chains: int, method: str) -> tuple[float, float]:
+    """The R-hat and ESS thresholds of a run with ``n_chains`` chains (walkers for emcee) of ``method``."""
+    r_hat = thresholds.r_hat if thresholds.r_hat is not None else (1.01 if n_chains >= 4 else 1.05)
+    if thresholds.ess is not None:
+        ess = thresholds.ess
+    else:
+        ess = 400.0 if method == "emcee" else 100.0 * n_chains
+    return float(r_hat), float(ess)
 
 
 def describe_flags() -> str:

@@ -63,7 +63,7 @@ from astropy.table import Table
 from bayesslam._files import atomic_write
 from bayesslam.calibration import LEVELS, PAPER_SNR_RANGE, ModelCalibration, SnrLaw, snr_law_sigma
 from bayesslam.catalog.domain import TrainingDomain
-from bayesslam.catalog.flags import Flag, FlagThresholds, flag_names
+from bayesslam.catalog.flags import Flag, FlagThresholds, flag_names, sampling_thresholds
 from bayesslam.infer import FitStatus, MapResult, Posterior
 from bayesslam.preparation import Failure
 
@@ -208,8 +208,12 @@ def build_catalog(
     flags |= np.where(np.any(fit.at_bound, axis=1), int(Flag.AT_PRIOR_EDGE), 0)
     flags |= np.where(fit.status != FitStatus.CONVERGED, int(Flag.FIT_FAILED), 0)
     if posterior is not None:
-        flags |= np.where(np.any(summary["r_hat"] > thresholds.r_hat, axis=1), int(Flag.RHAT_HIGH), 0)
-        flags |= np.where(np.any(summary["ess_bulk"] < thresholds.ess, axis=1), int(Flag.LOW_ESS), 0)
+        n_chains = int(posterior.idata.posterior.sizes["chain"])
+        r_hat_max, ess_min = sampling_thresholds(thresholds, n_chains, posterior.method)
+        flags |= np.where(np.any(summary["r_hat"] > r_hat_max, axis=1), int(Flag.RHAT_HIGH), 0)
+        flags |= np.where(np.any(summary["ess_bulk"] < ess_min, axis=1), int(Flag.LOW_ESS), 0)
+        table.meta["RHATMAX"] = r_hat_max
+        table.meta["ESSMIN"] = ess_min
         flags |= np.where(n_div > 0, int(Flag.DIVERGENCES), 0)
     flags |= np.where(~(snr >= thresholds.low_snr), int(Flag.LOW_SNR), 0)
     flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2) & ~unfitted, int(Flag.POOR_FIT), 0)
