@@ -187,7 +187,7 @@ def test_sigterm_stops_a_libsvm_training_with_its_workers_and_resume_finishes_it
     from bayesslam.emulator import load_model
 
     mock = tmp_path / "mock"
-    assert main(["mock", "--n", "60", "--seed", "8", "--snr", "30", "80", "-o", str(mock)]) == 0
+    assert main(["mock", "--n", "30", "--seed", "8", "--snr", "30", "80", "-o", str(mock)]) == 0
     model = tmp_path / "model.npz"
     command = [sys.executable, "-m", "bayesslam", "train", str(mock), "--labels", str(mock / "labels.csv"),
                "-o", str(model), "--n-jobs", "2", "--folds", "3", "--no-label-cv"]
@@ -217,4 +217,4 @@ def test_sigterm_stops_a_libsvm_training_with_its_workers_and_resume_finishes_it
     assert not any(alive(pid) for pid in workers), "worker processes outlived the stopped training"
     # the interrupted training finishes from its checkpoint, which is then removed
     assert subprocess.run([*command, "--resume"], capture_output=True).returncode == 0
-    assert load_model(model).metadata["n_train"] == 60 and not checkpoint.exists()
+    assert load_model(model).metadata["n_train"] == 30 and not checkpoint.exists()

@@ -58,6 +58,13 @@ def trained(x64):
     return trainer.to_model(description="label-cv test"), flux, ivar
 
 
+@pytest.fixture(scope="module")
+def cv(trained):
+    """The label-level CV of the trained model (computed once for the module)."""
+    model, flux, ivar = trained
+    return out_of_fold_labels(model, flux, ivar)
+
+
 def test_fold_bank_is_the_svr_trained_without_the_fold(trained):
     model, flux, ivar = trained
     emulators = fold_emulators(model, flux, ivar)
@@ -84,9 +91,8 @@ def test_fold_bank_is_the_svr_trained_without_the_fold(trained):
     assert held.size > 0
 
 
-def test_out_of_fold_errors_exceed_in_sample_errors(trained):
+def test_out_of_fold_errors_exceed_in_sample_errors(trained, cv):
     model, flux, ivar = trained
-    cv = out_of_fold_labels(model, flux, ivar)
     truth = model.emulator_arrays["training_labels"]
     assert cv.labels.shape == truth.shape and np.all(cv.status == FitStatus.CONVERGED)
     with float64():
@@ -128,10 +134,10 @@ def test_bad_label_cv_records_are_named_errors(trained):
 
 
 @pytest.mark.slow
-def test_own_calibration_covers_independent_stars(trained):
+def test_own_calibration_covers_independent_stars(trained, cv):
     """The calibration measured on the training stars alone covers new stars; the raw sigmas do not."""
     model, flux, ivar = trained
-    cal = label_cv_calibration(model, out_of_fold_labels(model, flux, ivar))
+    cal = label_cv_calibration(model, cv)
     rng = np.random.default_rng(99)
     truth = _labels(600, rng)
     new_flux, new_ivar = _observe(truth, rng.uniform(15.0, 60.0, len(truth)), rng)
@@ -160,11 +166,10 @@ def test_snr_law_fit_recovers_an_injected_law_with_its_errors():
     assert SnrLaw.from_metadata(law.to_metadata()) == law
 
 
-def test_models_own_snr_laws_reach_the_catalog(trained):
+def test_models_own_snr_laws_reach_the_catalog(trained, cv):
     from bayesslam.catalog import build_catalog
 
     model, flux, ivar = trained
-    cv = out_of_fold_labels(model, flux, ivar)
     laws = label_cv_snr_laws(model, cv)
     truth = model.emulator_arrays["training_labels"]
     # the Teff law describes the out-of-fold Teff scatter, which falls with SNR
