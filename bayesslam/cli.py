@@ -269,7 +269,8 @@ def _log_table(table) -> None:
             else f"{row['TEFF_MAP']:8.1f}+-{row['TEFF_ERR']:<6.1f}"
             for n in label_names
         )
-        logger.info("  %-26s %6.1f  %s  %5.2f %d", row["IDENTIFIER"], row["SNR"], values, row["REDUCED_CHI2"], row["FLAGS"])
+        logger.info("  %-26s %6.1f  %s  %5.2f %s", row["IDENTIFIER"], row["SNR"], values, row["REDUCED_CHI2"],
+                    row["FLAG_NAMES"] or "-")
 
 
 def build_parser() -> argparse.ArgumentParser:
