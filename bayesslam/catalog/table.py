@@ -82,7 +82,6 @@ def build_catalog(
     law_snr: np.ndarray | None = None,
     sources: Sequence[str] | None = None,
     label_units: Sequence[str] | None = None,
-    snr_definition: str = "",
     v_rad: np.ndarray | None = None,
     rest_frame: np.ndarray | None = None,
     n_model_pixels: int | None = None,
@@ -113,8 +112,6 @@ def build_catalog(
         The input each star came from (``SOURCE``; default empty).
     label_units : sequence of str, optional
         The labels' units (FITS ``TUNIT`` of their columns).
-    snr_definition : str
-        How ``SNR`` was measured, added to its description.
     v_rad : numpy.ndarray, optional
         Radial velocity applied per star (``V_RAD``; NaN when unknown).
     rest_frame : numpy.ndarray of bool, optional
@@ -145,7 +142,6 @@ def build_catalog(
         laws = snr_law_sigma(snr, names)
     else:
         laws = snr_law_sigma(snr if law_snr is None else np.asarray(law_snr, dtype=float), names, snr_laws)
-    nan = np.full((n_star, len(names)), np.nan)
     summary = posterior.summary if posterior is not None else {}
     calibrated = _calibrated_columns(fit, posterior, calibration)
     unfitted = (fit.status == FitStatus.NO_DATA) | (fit.status == FitStatus.NOT_FINITE)
@@ -227,7 +223,6 @@ def build_catalog(
     for column, description in _COLUMNS.items():
         if column in table.colnames:
             table[column].description = description
-    table["SNR"].description += "; " + snr_definition if snr_definition else ""
     table.meta["LABELS"] = ",".join(names)
     table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
     table.meta["SNRLAWS"] = "paper" if snr_laws is None else "model"
@@ -317,7 +312,6 @@ def _calibrated_columns(fit: MapResult, posterior: Posterior | None,
     """``ERR``, ``SYS_ERR`` and the calibrated interval columns, each ``(n_star, n_label)``."""
     kind = _calibration_kind(posterior, calibration)
     shape = fit.labels.shape
-    nan = np.full(shape, np.nan)
     probs = [0.5 - LEVELS[0] / 2, 0.5 + LEVELS[0] / 2, 0.5 - LEVELS[1] / 2, 0.5 + LEVELS[1] / 2]
     names = ("CAL_P16", "CAL_P84", "CAL_P2_5", "CAL_P97_5")
     if kind == "none":
