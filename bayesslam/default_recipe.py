@@ -173,7 +173,8 @@ def add_label_cv(path: Path, n_check: int = N_CALIBRATION, n_jobs: int = 2) -> d
     fit = fit_map(model.emulator, check.flux, check.ivar)
     ok = fit.status == FitStatus.CONVERGED
     errors, raw = fit.labels[ok] - check.truth[ok], fit.sigma[ok]
-    quartile = np.searchsorted(np.quantile(check.snr[ok], [0.25, 0.5, 0.75]), check.snr[ok])
+    edges = np.quantile(check.snr[ok], [0.25, 0.5, 0.75])
+    quartile = np.searchsorted(edges, check.snr[ok])
 
     def covered(sigma: np.ndarray) -> dict:
         per_bin = [coverage(errors[quartile == q], sigma[quartile == q], ONE_SIGMA) for q in range(4)]
@@ -184,7 +185,7 @@ def add_label_cv(path: Path, n_check: int = N_CALIBRATION, n_jobs: int = 2) -> d
     return {
         "check_set": f"{int(ok.sum())} converged MAP fits of bayesslam.mock.make_survey({n_check}, seed {CHECK_SEED}, "
                      "SNR 3-50)",
-        "snr_quartile_edges": [round(float(v), 2) for v in np.quantile(check.snr[ok], [0.25, 0.5, 0.75])],
+        "snr_quartile_edges": [round(float(v), 2) for v in edges],
         "own_calibration": own.to_metadata(),
         "coverage_68": {"raw": covered(raw), "model_calibration": covered(shipped.apply(raw)),
                         "own_calibration": covered(own.apply(raw))},

@@ -48,9 +48,7 @@ from bayesslam.infer import (
     LabelPrior,
     MapResult,
     Posterior,
-    default_prior,
     fit_map,
-    map_start,
     sample_emcee,
     sample_nuts,
 )
@@ -65,7 +63,7 @@ from bayesslam.preparation import (
     prepare_spectra,
     read_prepared,
 )
-from bayesslam.spectra import Spectrum, SpectrumBatch
+from bayesslam.spectra import Spectrum, SpectrumBatch, same_grid
 
 __all__ = [
     "SPECTRUM_SUFFIXES",
@@ -234,7 +232,7 @@ def expand_paths(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 def check_grid(prepared: PreparedSpectra, model: SlamModel, source: str = "the spectra") -> None:
     """Raise :class:`GridMismatchError` unless ``prepared`` is on the model's wavelength grid."""
     wave, model_wave = prepared.wave, model.wave
-    if wave.shape != model_wave.shape or not np.allclose(wave, model_wave, rtol=1e-10, atol=0):
+    if not same_grid(wave, model_wave):
         raise GridMismatchError(
             f"{source} were prepared on a grid of {wave.size} pixels ({wave[0]:.1f}-{wave[-1]:.1f} A) but the "
             f"model has {model_wave.size} ({model_wave[0]:.1f}-{model_wave[-1]:.1f} A); prepare the raw spectra "
@@ -277,7 +275,7 @@ def _prepare_inputs(spectra: SpectraInput, wave: np.ndarray, settings: Continuum
             failures.extend(exc.failures)
     for path in (path for path, prepared in zip(paths, is_prepared) if prepared):
         part = read_prepared(path)
-        if part.wave.shape != wave.shape or not np.allclose(part.wave, wave, rtol=1e-10, atol=0):
+        if not same_grid(part.wave, wave):
             failures.append(Failure(str(path), GridMismatchError.__name__,
                                     f"prepared on a grid of {part.wave.size} pixels, not the model's {wave.size}; "
                                     "prepare its raw spectra again with this model."))
@@ -461,17 +459,16 @@ def sample_labels(
     batch = prepared.spectra
     emulator = model.emulator
     result = fit_map(emulator, batch.flux, batch.ivar, prior=prior)
-    prepared, result = _sampleable(prepared, result)
+    prepared, result = _sampleable(prepared, result)  # every star left has a MAP fit to start from
     batch = prepared.spectra
-    start, start_sigma = map_start(result, prior or default_prior(model.emulator))
     if sampler == "nuts":
         posterior = sample_nuts(emulator, batch.flux, batch.ivar, rng_key=jax.random.key(seed), prior=prior,
                                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                                init_labels=start, init_sigma=start_sigma, identifiers=batch.identifiers,
+                                init_labels=result.labels, init_sigma=result.sigma, identifiers=batch.identifiers,
                                 progress=progress)
     else:
         posterior = sample_emcee(emulator, batch.flux, batch.ivar, seed=seed, prior=prior,
-                                 n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=start,
+                                 n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
                                  identifiers=batch.identifiers, progress=progress)
     return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
 

@@ -17,9 +17,15 @@ import numpy as np
 
 from bayesslam.errors import SpectrumValidationError
 
-__all__ = ["SpectrumMeta", "Spectrum", "SpectrumBatch", "check_arrays", "check_wavelengths"]
+__all__ = ["SpectrumMeta", "Spectrum", "SpectrumBatch", "check_arrays", "check_wavelengths", "same_grid"]
 
 logger = logging.getLogger(__name__)
+
+
+def same_grid(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two wavelength grids are the same (same size, equal to 1e-10 relative)."""
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=1e-10, atol=0))
 
 
 @dataclass(frozen=True)
@@ -292,7 +298,7 @@ class SpectrumBatch:
             raise SpectrumValidationError("cannot build a spectrum batch from no spectra.")
         wave = spectra[0].wave
         for s in spectra[1:]:
-            if s.wave.shape != wave.shape or not np.allclose(s.wave, wave, rtol=1e-10, atol=0):
+            if not same_grid(s.wave, wave):
                 raise SpectrumValidationError(
                     f"spectrum {s.meta.identifier!r} is on another wavelength grid than "
                     f"{spectra[0].meta.identifier!r}; resample all spectra onto one grid first "

@@ -370,8 +370,7 @@ class SlamModel:
             raise ModelFileError(
                 f"calibration labels {calibration.label_names} differ from the model's {self.label_names}"
             )
-        return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "calibration": calibration.to_metadata()},
-                         self.label_cv)
+        return dataclasses.replace(self, metadata={**self.metadata, "calibration": calibration.to_metadata()})
 
     @property
     def snr_laws(self) -> dict[str, SnrLaw] | None:
@@ -388,7 +387,7 @@ class SlamModel:
             For a label the model does not have.
         """
         record = {name: law.to_metadata() for name, law in laws.items()}
-        return SlamModel(self.emulator_arrays, self.training, {**self.metadata, "snr_laws": record}, self.label_cv)
+        return dataclasses.replace(self, metadata={**self.metadata, "snr_laws": record})
 
     def with_label_cv(self, label_cv: OutOfFoldLabels) -> "SlamModel":
         """A copy of this model carrying ``label_cv`` (save it with :func:`save_model`).
@@ -398,7 +397,7 @@ class SlamModel:
         ModelFileError
             If its shape does not match the training stars and labels.
         """
-        return SlamModel(self.emulator_arrays, self.training, self.metadata, label_cv)
+        return dataclasses.replace(self, label_cv=label_cv)
 
     @property
     def hyperparameters(self) -> dict[str, np.ndarray]:
@@ -476,14 +475,13 @@ def _file_arrays(model: SlamModel) -> dict[str, np.ndarray]:
         value = np.asarray(model.emulator_arrays[name])
         dtype = np.dtype(bool) if name == "pixel_mask" else np.dtype("<f8")
         arrays[_EMULATOR_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
-    for name, value in model.training.arrays().items():
-        value = np.asarray(value)
-        dtype = np.dtype("<i8") if value.dtype.kind in "iu" else np.dtype("<f8")
-        arrays[_TRAINING_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
+    records = [(_TRAINING_PREFIX, model.training)]
     if model.label_cv is not None:
-        for name, value in model.label_cv.arrays().items():
+        records.append((_LABEL_CV_PREFIX, model.label_cv))
+    for prefix, record in records:
+        for name, value in record.arrays().items():
             dtype = np.dtype("<i8") if value.dtype.kind in "iu" else np.dtype("<f8")
-            arrays[_LABEL_CV_PREFIX + name] = np.ascontiguousarray(value, dtype=dtype)
+            arrays[prefix + name] = np.ascontiguousarray(value, dtype=dtype)
     return arrays
 
 

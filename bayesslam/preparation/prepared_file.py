@@ -21,7 +21,7 @@ from astropy.io import fits
 from bayesslam._files import atomic_write
 from bayesslam.errors import CorruptFileError, SpectrumValidationError
 from bayesslam.io.fitsutil import open_fits
-from bayesslam.spectra import SpectrumBatch, SpectrumMeta, check_arrays
+from bayesslam.spectra import SpectrumBatch, SpectrumMeta, check_arrays, same_grid
 
 __all__ = [
     "PREPARED_FORMAT",
@@ -113,7 +113,7 @@ class PreparedSpectra:
             return parts[0]
         wave = parts[0].wave
         for part in parts[1:]:
-            if part.wave.shape != wave.shape or not np.allclose(part.wave, wave, rtol=1e-10, atol=0):
+            if not same_grid(part.wave, wave):
                 raise SpectrumValidationError("prepared spectra on different wavelength grids cannot be combined.")
         batches = [p.spectra for p in parts if len(p)]
         failures = tuple(f for p in parts for f in p.failures)

@@ -125,6 +125,12 @@ def fold_emulators(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1,
         If the spectra are not the shape of the model's training set.
     """
     flux, ivar = _check_training_spectra(model, flux, ivar)
+    return _fold_emulators(model, flux, ivar, n_jobs, progress)
+
+
+def _fold_emulators(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, n_jobs: int,
+                    progress: bool) -> list[Emulator]:
+    """:func:`fold_emulators` of spectra already checked by :func:`_check_training_spectra`."""
     arrays = model.emulator_arrays
     fold = np.asarray(model.training.fold)
     trained = ~np.asarray(arrays["pixel_mask"], dtype=bool)
@@ -166,7 +172,7 @@ def out_of_fold_labels(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 
     """
     start = time.perf_counter()
     flux, ivar = _check_training_spectra(model, flux, ivar)
-    emulators = fold_emulators(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+    emulators = _fold_emulators(model, flux, ivar, n_jobs, progress)
     fold = np.asarray(model.training.fold)
     n_star, n_label = len(fold), len(model.label_names)
     labels = np.full((n_star, n_label), np.nan)
@@ -187,7 +193,7 @@ def out_of_fold_labels(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 
 
 def label_cv_calibration(model: SlamModel, label_cv: OutOfFoldLabels) -> ErrorCalibration:
     """The Laplace error calibration (scale and floor per label) measured on the out-of-fold labels."""
-    truth = np.asarray(model.emulator_arrays["training_labels"])
+    truth = model.training_labels
     n_folds = len(np.unique(model.training.fold))
     return ErrorCalibration.measure(
         model.label_names, label_cv.labels, truth, label_cv.sigma,
@@ -201,7 +207,7 @@ def label_cv_snr_laws(model: SlamModel, label_cv: OutOfFoldLabels, stars_per_bin
 
     Labels with fewer than ``2 * stars_per_bin`` usable stars get no law.
     """
-    truth = np.asarray(model.emulator_arrays["training_labels"])
+    truth = model.training_labels
     laws = {}
     for k, name in enumerate(model.label_names):
         try:
