@@ -352,7 +352,8 @@ def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
                          law_snr=spectrum_snr(batch.flux, batch.ivar), sources=[m.source for m in batch.meta],
                          label_units=model.label_units, v_rad=np.array([m.v_rad for m in batch.meta], dtype=float),
                          rest_frame=np.array([m.rest_frame for m in batch.meta], dtype=bool),
-                         n_model_pixels=int(np.sum(np.isfinite(np.asarray(model.emulator_arrays["model_variance"])))))
+                         n_model_pixels=int(np.sum(np.isfinite(np.asarray(model.emulator_arrays["model_variance"])))),
+                         error_model=model.error_model is not None)
 
 
 @in_float64

@@ -56,7 +56,7 @@ def test_one_line_fit_in_fresh_processes_gives_the_same_numbers_with_and_without
         assert name in plain["columns"]
     row = plain["row"]
     assert 3100.0 < row["TEFF_MAP"] < 3900.0 and row["TEFF_MAP_ERR"] > 0.0 and row["TEFF_ERR"] > 0.0
-    assert -0.6 <= row["FE_H_MAP"] <= 0.5 and 0.0 < row["FE_H_MAP_ERR"] < row["FE_H_ERR"]
+    assert -0.6 <= row["FE_H_MAP"] <= 0.5 and row["FE_H_MAP_ERR"] > 0.0 and row["FE_H_ERR"] > 0.0
     switched_on = _fresh_fit(tmp_path, x64=True)
     assert switched_on["x64_after"] is True
     assert switched_on["row"] == row

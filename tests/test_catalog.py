@@ -119,10 +119,11 @@ def test_calibrated_columns(tmp_path: Path):
     # a floor and a scale > 1 widen the interval; scale < 1 and no floor narrow it ([alpha/M] here)
     assert np.all(sampled["FE_H_CAL_P84"] - sampled["FE_H_CAL_P16"] > sampled["FE_H_P84"] - sampled["FE_H_P16"])
     assert np.all(sampled["ALPHA_M_CAL_P84"] - sampled["ALPHA_M_CAL_P16"] < sampled["ALPHA_M_P84"] - sampled["ALPHA_M_P16"])
-    # a posterior but only a Laplace calibration: the calibrated columns come from the MAP
+    # a posterior but only a Laplace calibration (which describes Laplace sigmas): the posterior's own sd
     mixed = build_catalog(ids, snr, fit, post, calibration=_calibration(posterior=False))
-    assert mixed.meta["ERRCALIB"] == "laplace"
-    np.testing.assert_allclose(mixed["FE_H_ERR"], table["FE_H_ERR"])
+    assert mixed.meta["ERRCALIB"] == "none"
+    np.testing.assert_allclose(mixed["FE_H_ERR"], post.summary["sd"][:, 2])
+    assert "FE_H_CAL_P16" not in mixed.colnames
     back = Table.read(write_catalog(sampled, tmp_path / "calibrated.fits"), hdu="CATALOG")
     assert back.meta["ERRCALIB"] == "posterior"
     np.testing.assert_allclose(back["TEFF_CAL_P97_5"], sampled["TEFF_CAL_P97_5"])

@@ -301,7 +301,7 @@ def test_pytree_leaves_and_static_metadata(bank):
     emulator = bank[0]
     leaves, treedef = jax.tree_util.tree_flatten(emulator)
     assert all(hasattr(leaf, "shape") for leaf in leaves)
-    assert len(leaves) == 15 + len(emulator.group_sizes)  # one dual block per gamma group
+    assert len(leaves) == 16 + len(emulator.group_sizes)  # one dual block per gamma group
     rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
     assert isinstance(rebuilt, Emulator) and rebuilt.label_names == LABEL_NAMES
     doubled = jax.tree_util.tree_map(lambda a: a, emulator)

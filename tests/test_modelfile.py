@@ -145,7 +145,7 @@ def test_truncated_file_is_refused(saved, keep):
     assert isinstance(info.value, BayesSlamError) and isinstance(info.value, CorruptFileError)
 
 
-@pytest.mark.parametrize("version, message", [(SCHEMA_VERSION + 1, "newer"), (SCHEMA_VERSION - 1, "older"),
+@pytest.mark.parametrize("version, message", [(SCHEMA_VERSION + 1, "newer"), (0, "older"),
                                               ("1", "not an integer")])
 def test_wrong_schema_version_is_refused(saved, version, message):
     _rewrite(saved, edit_metadata=lambda m: m.update(schema_version=version), fix_checksum=True)
@@ -252,3 +252,63 @@ def test_corrupt_calibration_record_is_refused(trained, tmp_path, edit, match):
     with pytest.raises(ModelFileError, match=match) as info:
         load_model(path)
     assert "calibration record is unusable" in str(info.value)
+
+
+def _with_error_model(model):
+    from bayesslam.emulator import EmulatorErrorModel
+
+    n_pix = len(model.training.C)
+    variance = np.where(np.isfinite(model.model_variance), 0.1 * model.model_variance, np.inf)
+    covariance = np.diag([30.0, 0.05, 0.1, 0.05]) ** 2
+    covariance[0, 2] = covariance[2, 0] = 0.5 * 30.0 * 0.1
+    assert variance.shape == (n_pix,)
+    return model.with_error_model(EmulatorErrorModel(variance, covariance, {"source": "unit test"}))
+
+
+def test_error_model_round_trip_and_use(trained, tmp_path):
+    model = _with_error_model(trained[1])
+    loaded = load_model(save_model(model, tmp_path / "v2.npz"))
+    assert loaded.metadata["schema_version"] == SCHEMA_VERSION == 2
+    assert loaded.metadata["error_model"] == {"source": "unit test", "rank": 4}
+    np.testing.assert_array_equal(loaded.error_model.label_covariance, model.error_model.label_covariance)
+    np.testing.assert_array_equal(loaded.error_model.pixel_variance, model.error_model.pixel_variance)
+    # the emulator's likelihood uses it; the training record keeps s_j^2
+    np.testing.assert_array_equal(np.asarray(loaded.emulator.model_variance), model.error_model.pixel_variance)
+    np.testing.assert_array_equal(np.asarray(loaded.emulator.label_error_covariance), model.error_model.label_covariance)
+    np.testing.assert_array_equal(loaded.model_variance, trained[1].model_variance)
+    plain = load_model(save_model(model.with_error_model(None), tmp_path / "plain.npz"))
+    assert plain.error_model is None and "error_model" not in plain.metadata
+    assert not np.any(np.asarray(plain.emulator.label_error_covariance))
+
+
+def test_version_1_file_loads_with_the_diagonal_likelihood_and_says_so_once(trained, saved, caplog):
+    _rewrite(saved, edit_metadata=lambda m: m.update(schema_version=1), fix_checksum=True)
+    with caplog.at_level("WARNING", logger="bayesslam.emulator.modelfile"):
+        first = load_model(saved)
+        load_model(saved)
+    assert first.error_model is None
+    np.testing.assert_array_equal(np.asarray(first.emulator.model_variance), trained[1].model_variance)
+    said = [r for r in caplog.records if "no emulator error model" in r.getMessage()]
+    assert len(said) == 1 and "diagonal" in said[0].getMessage()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a, m: a.update({"error_model/pixel_variance": a["error_model/pixel_variance"][:-1]}), "pixels"),
+    (lambda a, m: a.update({"error_model/label_covariance": np.full((4, 4), np.nan)}), "non-finite"),
+    (lambda a, m: a.update({"error_model/label_covariance": np.eye(3)}), "labels"),
+    (lambda a, m: a.update({"error_model/label_covariance": -np.eye(4)}), "semi-definite"),
+    (lambda a, m: a.pop("error_model/label_covariance"), "incomplete"),
+    (lambda a, m: m["error_model"].update(rank=41), "rank"),
+])
+def test_bad_error_model_arrays_are_refused_by_name(trained, tmp_path, edit, message):
+    path = save_model(_with_error_model(trained[1]), tmp_path / "v2.npz")
+    state = {}
+
+    def edit_arrays(arrays):
+        edit(arrays, state["metadata"])
+        state["metadata"]["arrays"] = {name: {"dtype": a.dtype.str, "shape": list(a.shape)}
+                                       for name, a in sorted(arrays.items())}
+
+    _rewrite(path, edit_metadata=lambda m: state.update(metadata=m), edit_arrays=edit_arrays, fix_checksum=True)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)

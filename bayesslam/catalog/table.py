@@ -19,15 +19,18 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
     ``sqrt((scale * L_POST_ERR)**2 + floor**2)`` with the posterior
     calibration when a posterior was sampled and the model has one, else
     ``sqrt((scale * L_MAP_ERR)**2 + floor**2)`` with the Laplace
-    calibration. Without a calibration ``L_ERR`` is the statistical sigma
-    (``L_POST_ERR``, else ``L_MAP_ERR``) and there is no ``L_SYS_ERR``.
+    calibration for MAP fits (a Laplace calibration describes Laplace
+    sigmas, not posteriors). Without a calibration of the kind that applies
+    ``L_ERR`` is the statistical sigma (``L_POST_ERR``, else ``L_MAP_ERR``)
+    and there is no ``L_SYS_ERR``.
 ``L_CAL_P16``, ``L_CAL_P84``, ``L_CAL_P2_5``, ``L_CAL_P97_5``
     Calibrated central 68.27% and 95% intervals: quantiles of the
     calibrated posterior (draws moved from the median by ``scale`` and
     convolved with ``N(0, floor**2)``), or ``L_MAP -+ z * L_ERR`` with the
     Laplace calibration; absent without a calibration. The header keyword
     ``ERRCALIB`` says which calibration was used (``posterior``,
-    ``laplace`` or ``none``).
+    ``laplace`` or ``none``), ``ERRMODEL`` which likelihood
+    (``label+pixel``: the model's emulator error model; ``diagonal``).
 ``L_RHAT``, ``L_ESS``
     Posterior diagnostics (only when a posterior was sampled).
 ``RHO_L1_L2``
@@ -85,6 +88,7 @@ def build_catalog(
     v_rad: np.ndarray | None = None,
     rest_frame: np.ndarray | None = None,
     n_model_pixels: int | None = None,
+    error_model: bool = False,
 ) -> Table:
     """Assemble the catalog table.
 
@@ -119,6 +123,9 @@ def build_catalog(
         ``RV_UNKNOWN``.
     n_model_pixels : int, optional
         Pixels the model can use; gives ``MASKED_FRAC = 1 - N_PIX / n``.
+    error_model : bool
+        Whether the likelihood used the model's emulator error model
+        (header ``ERRMODEL``: ``label+pixel``, else ``diagonal``).
 
     Columns that were not computed are not written: the posterior columns
     (``L_MEDIAN``, ``L_MEAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``,
@@ -225,6 +232,7 @@ def build_catalog(
             table[column].description = description
     table.meta["LABELS"] = ",".join(names)
     table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
+    table.meta["ERRMODEL"] = "label+pixel" if error_model else "diagonal"
     table.meta["SNRLAWS"] = "paper" if snr_laws is None else "model"
     for flag in Flag:
         table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name
@@ -300,11 +308,12 @@ def _blank(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _calibration_kind(posterior: Posterior | None, calibration: ModelCalibration | None) -> str:
-    if calibration is not None and posterior is not None and calibration.posterior is not None:
-        return "posterior"
-    if calibration is not None and calibration.laplace is not None:
-        return "laplace"
-    return "none"
+    """Which calibration ``L_ERR`` uses: the posterior's for a sampled posterior, the Laplace one for MAP fits."""
+    if calibration is None:
+        return "none"
+    if posterior is not None:
+        return "posterior" if calibration.posterior is not None else "none"
+    return "laplace" if calibration.laplace is not None else "none"
 
 
 def _calibrated_columns(fit: MapResult, posterior: Posterior | None,

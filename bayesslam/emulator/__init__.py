@@ -1,12 +1,14 @@
 """The emulate stage: the trained SVR bank as a frozen JAX function, and the model file that carries it.
 
 :mod:`~bayesslam.emulator.svr_bank` (the :class:`Emulator` pytree: labels ->
-normalized flux, exact and differentiable), :mod:`~bayesslam.emulator.modelfile`
+normalized flux, exact and differentiable), :mod:`~bayesslam.emulator.error_model`
+(what the emulator gets wrong: :class:`EmulatorErrorModel`), :mod:`~bayesslam.emulator.modelfile`
 (:class:`SlamModel`, arrays + JSON metadata, never pickle) and
 :mod:`~bayesslam.emulator.default_model` (the model shipped with the package).
 """
 
 from bayesslam.emulator.default_model import DEFAULT_MODEL_NAME, default_model_path
+from bayesslam.emulator.error_model import EmulatorErrorModel, ErrorModelError, error_factor, marginal_precision
 from bayesslam.emulator.modelfile import (
     MODEL_FORMAT,
     SCHEMA_VERSION,
@@ -43,6 +45,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "Emulator",
     "EmulatorError",
+    "EmulatorErrorModel",
+    "ErrorModelError",
+    "error_factor",
+    "marginal_precision",
     "LeastSquaresTerms",
     "ModelFileError",
     "OutOfFoldLabels",

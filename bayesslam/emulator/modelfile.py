@@ -25,6 +25,12 @@ File layout (one compressed ``numpy.savez_compressed`` archive; read with
 ``label_cv/<name>``
     Optional: the arrays of :class:`OutOfFoldLabels` (label-level
     cross-validation of the training stars).
+``error_model/pixel_variance``, ``error_model/label_covariance``
+    Optional (schema 2): the emulator's error model
+    (:class:`~bayesslam.emulator.error_model.EmulatorErrorModel`), with its
+    settings in the metadata ``error_model``. A model that carries one uses
+    it in every likelihood; version-1 files (which never do) still load and
+    use the diagonal likelihood ``1/ivar + s_j^2``, said once in the log.
 
 The metadata may carry ``calibration``, the model's measured label-error
 calibration (:class:`bayesslam.calibration.ModelCalibration`), and
@@ -58,6 +64,7 @@ import numpy as np
 from bayesslam._files import atomic_write
 from bayesslam._precision import in_float64
 from bayesslam.calibration import CalibrationError, ModelCalibration, SnrLaw
+from bayesslam.emulator.error_model import EmulatorErrorModel, ErrorModelError
 from bayesslam.emulator.svr_bank import (
     EMULATOR_ARRAYS,
     Emulator,
@@ -85,13 +92,16 @@ logger = logging.getLogger(__name__)
 #: Format name stored in every model file.
 MODEL_FORMAT: str = "bayesslam.slam-model"
 #: Version of the file layout that this module writes and reads.
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
+#: Older schema versions this module still reads.
+READABLE_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
 
 _METADATA_KEY = "__metadata__"
 _CHECKSUM_KEY = "__checksum__"
 _EMULATOR_PREFIX = "emulator/"
 _TRAINING_PREFIX = "training/"
 _LABEL_CV_PREFIX = "label_cv/"
+_ERROR_MODEL_PREFIX = "error_model/"
 _REQUIRED_METADATA = (
     "format",
     "schema_version",
@@ -238,6 +248,9 @@ class SlamModel:
         required.
     label_cv : OutOfFoldLabels, optional
         Label-level cross-validation of the training stars (None: not run).
+    error_model : EmulatorErrorModel, optional
+        The emulator's error model, learnt from the label-level CV (None:
+        the likelihood is diagonal with the out-of-fold variance ``s_j^2``).
 
     Notes
     -----
@@ -253,6 +266,7 @@ class SlamModel:
     training: TrainingSummary
     metadata: Mapping[str, Any]
     label_cv: OutOfFoldLabels | None = None
+    error_model: EmulatorErrorModel | None = None
 
     def __post_init__(self) -> None:
         missing = set(EMULATOR_ARRAYS) - set(self.emulator_arrays)
@@ -274,6 +288,11 @@ class SlamModel:
                     f"out-of-fold labels have shape {np.shape(self.label_cv.labels)}, expected {want} "
                     "(training stars, labels)"
                 )
+        if self.error_model is not None:
+            try:
+                self.error_model.check_shape(len(self.training.C), tuple(self.metadata["label_names"]))
+            except ErrorModelError as exc:
+                raise ModelFileError(f"error model: {exc}") from exc
         if self.metadata.get("calibration") is not None:
             _read_calibration(self.metadata["calibration"], self.metadata["label_names"])
         if self.metadata.get("snr_laws") is not None:
@@ -282,11 +301,17 @@ class SlamModel:
     @in_float64
     def build_emulator(self, dtype: Any = np.float64) -> Emulator:
         """Build a JAX emulator of the given floating ``dtype`` (default float64)."""
+        arrays = dict(self.emulator_arrays)
+        label_error = None
+        if self.error_model is not None:
+            arrays["model_variance"] = self.error_model.pixel_variance
+            label_error = self.error_model.label_covariance
         try:
             return build_emulator(
-                **self.emulator_arrays,
+                **arrays,
                 label_names=self.metadata["label_names"],
                 label_units=self.metadata["label_units"],
+                label_error_covariance=label_error,
                 dtype=dtype,
             )
         except EmulatorError as exc:
@@ -340,7 +365,12 @@ class SlamModel:
 
     @property
     def model_variance(self) -> np.ndarray:
-        """Emulator variance ``s_j^2`` per pixel (normalized-flux units)."""
+        """Out-of-fold CV residual variance ``s_j^2`` per pixel (normalized-flux units).
+
+        It contains the training spectra's own noise; with an error model the
+        emulator's likelihood uses :attr:`EmulatorErrorModel.pixel_variance`
+        instead (see :attr:`emulator`).
+        """
         return np.asarray(self.emulator_arrays["model_variance"])
 
     @property
@@ -398,6 +428,16 @@ class SlamModel:
             If its shape does not match the training stars and labels.
         """
         return dataclasses.replace(self, label_cv=label_cv)
+
+    def with_error_model(self, error_model: EmulatorErrorModel | None) -> "SlamModel":
+        """A copy of this model whose likelihood uses ``error_model`` (None: the diagonal ``s_j^2``).
+
+        Raises
+        ------
+        ModelFileError
+            If its shapes do not match the model's pixels and labels.
+        """
+        return dataclasses.replace(self, error_model=error_model)
 
     @property
     def hyperparameters(self) -> dict[str, np.ndarray]:
@@ -478,6 +518,10 @@ def _file_arrays(model: SlamModel) -> dict[str, np.ndarray]:
     records = [(_TRAINING_PREFIX, model.training)]
     if model.label_cv is not None:
         records.append((_LABEL_CV_PREFIX, model.label_cv))
+    if model.error_model is not None:
+        arrays[_ERROR_MODEL_PREFIX + "pixel_variance"] = np.ascontiguousarray(model.error_model.pixel_variance, "<f8")
+        arrays[_ERROR_MODEL_PREFIX + "label_covariance"] = np.ascontiguousarray(
+            model.error_model.label_covariance, "<f8")
     for prefix, record in records:
         for name, value in record.arrays().items():
             dtype = np.dtype("<i8") if value.dtype.kind in "iu" else np.dtype("<f8")
@@ -515,7 +559,9 @@ def save_model(model: SlamModel, path: str | os.PathLike, *, overwrite: bool = F
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     arrays = _file_arrays(model)
     reserved = ("format", "schema_version", "arrays")
-    metadata = {key: value for key, value in model.metadata.items() if key not in reserved}
+    metadata = {key: value for key, value in model.metadata.items() if key not in reserved + ("error_model",)}
+    if model.error_model is not None:
+        metadata["error_model"] = {**model.error_model.metadata, "rank": int(model.error_model.label_covariance.shape[0])}
     metadata["format"] = MODEL_FORMAT
     metadata["schema_version"] = SCHEMA_VERSION
     metadata["arrays"] = {name: {"dtype": a.dtype.str, "shape": list(a.shape)} for name, a in sorted(arrays.items())}
@@ -625,7 +671,7 @@ def _check_version(path: Path, metadata: Mapping[str, Any]) -> None:
             f"{path}: model schema version {schema} is newer than this bayesslam reads ({SCHEMA_VERSION}); "
             "upgrade bayesslam."
         )
-    if schema < SCHEMA_VERSION:
+    if schema not in READABLE_SCHEMA_VERSIONS:
         raise ModelFileError(
             f"{path}: model schema version {schema} is older than this bayesslam reads ({SCHEMA_VERSION}); "
             "retrain the model (or load it with the bayesslam version that wrote it)."
@@ -691,11 +737,46 @@ def load_model(path: str | os.PathLike) -> SlamModel:
             training=TrainingSummary(**summary_arrays),
             metadata=metadata,
             label_cv=OutOfFoldLabels(**cv_arrays) if present else None,
+            error_model=_read_error_model(arrays, metadata, len(summary_arrays["fold"])),
         )
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     _ = model.emulator  # building it checks the arrays; it is cached for later use
+    if model.error_model is None:
+        _log_diagonal_once(path, metadata["schema_version"])
     return model
+
+
+def _read_error_model(arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any],
+                      n_train: int) -> EmulatorErrorModel | None:
+    """The error model stored in a file's arrays and metadata, or None; malformed: :class:`ModelFileError`."""
+    names = ("pixel_variance", "label_covariance")
+    found = {name: arrays.get(_ERROR_MODEL_PREFIX + name) for name in names}
+    record = metadata.get("error_model")
+    if record is None and all(value is None for value in found.values()):
+        return None
+    if record is None or any(value is None for value in found.values()) or not isinstance(record, dict):
+        raise ModelFileError("the error model is incomplete (arrays error_model/pixel_variance and "
+                             "error_model/label_covariance and the metadata 'error_model' go together).")
+    rank = record.get("rank")
+    n_label = len(metadata["label_names"])
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 < rank <= min(n_label, n_train):
+        raise ModelFileError(f"error model rank {rank!r} is not an integer between 1 and the number of labels "
+                             f"({n_label}, at most the {n_train} training stars).")
+    try:
+        return EmulatorErrorModel(found["pixel_variance"], found["label_covariance"],
+                                  {k: v for k, v in record.items() if k != "rank"})
+    except ErrorModelError as exc:
+        raise ModelFileError(f"error model: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=None)
+def _log_diagonal_once(path: Path, schema: int) -> None:
+    """Say once per file that its likelihood is diagonal (no emulator error model)."""
+    level = logging.WARNING if schema < 2 else logging.INFO
+    logger.log(level, "%s (schema %d) has no emulator error model: its likelihood is diagonal (1/ivar + s_j^2), so "
+                "its raw uncertainties are too narrow; run label-level CV (bayesslam train, or "
+                "bayesslam.train.with_label_cv) to add one.", path, schema)
 
 
 def utc_now() -> str:

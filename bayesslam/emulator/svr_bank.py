@@ -117,6 +117,7 @@ _FLOAT_FIELDS = (
     "wave",
     "training_labels",
     "label_bounds",
+    "label_error_covariance",
 )
 _BLOCK_FIELDS = ("dual_blocks",)
 _INT_FIELDS = ("group_pixels", "pixel_rows")
@@ -167,6 +168,10 @@ class Emulator:
         Training labels in physical units.
     label_bounds : Array, shape (n_label, 2)
         Per-label minimum and maximum of the training labels.
+    label_error_covariance : Array, shape (n_label, n_label)
+        Covariance ``Sigma_eta`` of the emulator's label-space error (physical
+        units; :mod:`bayesslam.emulator.error_model`), zero for a model
+        without one: the likelihood then is diagonal.
     pixel_mask : Array of bool, shape (n_pix,)
         ``True`` where a pixel could not be trained (too few usable stars):
         the emulator returns ``flux_mean`` there and ``model_variance`` is
@@ -193,6 +198,7 @@ class Emulator:
     wave: Array
     training_labels: Array
     label_bounds: Array
+    label_error_covariance: Array
     pixel_mask: Array
     label_names: tuple[str, ...]
     label_units: tuple[str, ...]
@@ -328,6 +334,7 @@ def build_emulator(
     label_names: Sequence[str],
     label_units: Sequence[str] | None = None,
     pixel_mask: np.ndarray | None = None,
+    label_error_covariance: np.ndarray | None = None,
     dtype: Any = None,
 ) -> Emulator:
     """Assemble an :class:`Emulator` from the arrays of a trained SVR bank.
@@ -356,6 +363,9 @@ def build_emulator(
         Label units (default: empty strings).
     pixel_mask : numpy.ndarray of bool, optional
         ``True`` for untrained pixels (default: none).
+    label_error_covariance : numpy.ndarray, shape (n_label, n_label), optional
+        The emulator's label-space error covariance (default: zero, a
+        diagonal likelihood).
     dtype : dtype, optional
         Floating dtype of the arrays (default: JAX's default float, i.e.
         float64 with 64-bit JAX on, else float32).
@@ -423,6 +433,12 @@ def build_emulator(
     if np.any(np.isnan(per_pixel["model_variance"])) or np.any(per_pixel["model_variance"] < 0):
         raise EmulatorError("model_variance must be non-negative (inf for masked pixels)")
 
+    label_error = np.zeros((n_label, n_label)) if label_error_covariance is None else np.asarray(
+        label_error_covariance, dtype=np.float64)
+    if label_error.shape != (n_label, n_label) or not np.all(np.isfinite(label_error)):
+        raise EmulatorError(f"label_error_covariance must be a finite ({n_label}, {n_label}) array, got shape "
+                            f"{label_error.shape}")
+
     group_gamma, group_pixels, group_sizes = gamma_groups(per_pixel["gamma"])
     pixel_rows = np.empty_like(group_pixels)
     pixel_rows[group_pixels] = np.arange(n_pix)
@@ -447,6 +463,7 @@ def build_emulator(
         wave=as_float(per_pixel["wave"]),
         training_labels=as_float(training_labels),
         label_bounds=as_float(bounds),
+        label_error_covariance=as_float(label_error),
         pixel_mask=jnp.asarray(mask),
         label_names=label_names,
         label_units=label_units,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from bayesslam._precision import in_float64
 from bayesslam.errors import BayesSlamError
-from bayesslam.infer.model import NoiseModel, StaticModel, slam_model, split_model
+from bayesslam.infer.model import NoiseModel, StaticModel, emulated_site, label_error_labels, slam_model, split_model
 from bayesslam.infer.priors import LabelPrior
 from bayesslam.infer.results import (
     Posterior,
@@ -35,17 +35,19 @@ __all__ = ["log_posterior_fn", "sample_emcee"]
 logger = logging.getLogger(__name__)
 
 
-@functools.partial(jax.jit, static_argnames=("prior", "static_model"))
+@functools.partial(jax.jit, static_argnames=("prior", "static_model", "label_error"))
 def _walker_log_density(shared: Any, theta: jax.Array, flux: jax.Array, ivar: jax.Array, *, prior: LabelPrior,
-                        static_model: StaticModel | None) -> jax.Array:
-    """Log density of each walker's labels (compiled once per prior and model shapes)."""
+                        static_model: StaticModel | None, label_error: tuple[int, ...] = ()) -> jax.Array:
+    """Log density of each walker's labels (and emulated labels; compiled once per prior and model shapes)."""
     model = static_model.value if static_model is not None else shared
-    bound = functools.partial(slam_model, model, prior=prior, noise=NoiseModel())
+    bound = functools.partial(slam_model, model, prior=prior, noise=NoiseModel(), label_error=label_error)
+    names = tuple(prior.names) + tuple(emulated_site(prior.names[k]) for k in label_error)
+    n_label = len(prior.names)
 
-    def one(labels: jax.Array) -> jax.Array:
-        params = {name: labels[k][None] for k, name in enumerate(prior.names)}
+    def one(values: jax.Array) -> jax.Array:
+        params = {name: values[k][None] for k, name in enumerate(names)}
         lp, _ = log_density(bound, (ivar[None], flux[None]), {}, params)
-        return jnp.where(prior.in_support(labels), lp, -jnp.inf)
+        return jnp.where(prior.in_support(values[:n_label]), lp, -jnp.inf)
 
     return jax.vmap(one)(theta)
 
@@ -56,9 +58,12 @@ def log_posterior_fn(model, prior: LabelPrior, noise: NoiseModel = NoiseModel())
     Returns
     -------
     callable
-        ``f(labels (n_walkers, n_label), flux (n_pix,), ivar (n_pix,)) -> (n_walkers,)``,
-        ``-inf`` outside the prior's support. Only the labels are free (noise
-        inflation parameters are not supported here).
+        ``f(values (n_walkers, n_dim), flux (n_pix,), ivar (n_pix,)) -> (n_walkers,)``,
+        ``-inf`` outside the prior's support. ``values`` are the labels, then
+        (for a model with a label-space error) the ``emulated_<label>`` values
+        of the labels :func:`~bayesslam.infer.model.label_error_labels`
+        names: ``n_dim = n_label + len(label_error_labels(model))``. Noise
+        inflation parameters are not supported here.
 
     Raises
     ------
@@ -68,7 +73,8 @@ def log_posterior_fn(model, prior: LabelPrior, noise: NoiseModel = NoiseModel())
     if noise.fit_scale or noise.fit_jitter:
         raise BayesSlamError("the emcee path samples labels only; switch noise inflation off or use NUTS.")
     shared, static_model = split_model(model)
-    return functools.partial(_walker_log_density, shared, prior=prior, static_model=static_model)
+    return functools.partial(_walker_log_density, shared, prior=prior, static_model=static_model,
+                             label_error=label_error_labels(model))
 
 
 @in_float64
@@ -97,11 +103,18 @@ def sample_emcee(
     size from emcee's integrated autocorrelation time ``tau`` (also in the
     summary as ``autocorr_time``): ``n_walkers * n_kept / tau``, per label.
     A ``tau`` longer than a fiftieth of the kept chain is unreliable (emcee's
-    own criterion) and is logged.
+    own criterion) and is logged. For a model with a label-space error the
+    walkers also move the ``emulated_<label>`` values (started at the
+    labels), as NUTS does; only the labels are returned.
     """
     flux, ivar, prior, ids = prepare_inputs(model, flux, ivar, prior, identifiers)
     start, _ = initial_labels(model, prior, flux, ivar, init_labels)
+    label_error = label_error_labels(model)
     logp = log_posterior_fn(model, prior)
+    n_dim = len(prior.names) + len(label_error)
+    if n_walkers < 2 * n_dim:
+        raise SamplingError(f"emcee needs at least {2 * n_dim} walkers for {n_dim} dimensions ({len(label_error)} of "
+                            f"them the model's emulated labels); got n_walkers={n_walkers}.")
     names = prior.names
     rng = np.random.default_rng(seed)
     bounds = prior.bounds
@@ -112,15 +125,19 @@ def sample_emcee(
         f, w = jnp.asarray(flux[i]), jnp.asarray(ivar[i])
         ball = start[i] + 1e-3 * width * rng.standard_normal((n_walkers, len(names)))
         ball = np.clip(ball, bounds[:, 0] + 1e-6 * width, bounds[:, 1] - 1e-6 * width)
+        if label_error:
+            emulated = ball[:, list(label_error)] + 1e-3 * width[list(label_error)] * rng.standard_normal(
+                (n_walkers, len(label_error)))
+            ball = np.concatenate([ball, emulated], axis=1)
         initial = np.asarray(logp(jnp.asarray(ball), f, w))
         if not np.all(np.isfinite(initial)):
             raise SamplingError(f"star {ids[i]}: the log density is not finite at the initial walkers.")
         sampler = emcee.EnsembleSampler(
-            n_walkers, len(names), lambda x, f=f, w=w: np.asarray(logp(jnp.asarray(x), f, w)), vectorize=True
+            n_walkers, ball.shape[1], lambda x, f=f, w=w: np.asarray(logp(jnp.asarray(x), f, w)), vectorize=True
         )
         sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
         sampler.run_mcmc(ball, n_steps, progress=False)
-        chain = sampler.get_chain(discard=n_burn, thin=thin)  # (draw, walker, label)
+        chain = sampler.get_chain(discard=n_burn, thin=thin)[..., :len(names)]  # (draw, walker, label)
         chains.append(np.transpose(chain, (1, 0, 2)))
         taus.append(_autocorr_time(chain, ids[i]))
     stacked = np.stack(chains, axis=2)  # walker, draw, star, label

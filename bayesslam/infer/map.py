@@ -59,6 +59,7 @@ from bayesslam.emulator import (
     flux_grouped,
     label_jacobian,
     least_squares_terms,
+    marginal_precision,
     weighted_flux_derivatives,
 )
 from bayesslam.infer.likelihood import pixel_variance, usable
@@ -262,7 +263,7 @@ class _Solver:
     """
 
     _LEAVES = ("model", "low", "grid", "reference", "grid_offsets", "grid_jacobian", "mean", "scale", "z_lo", "z_hi",
-               "box_precision")
+               "box_precision", "label_error_z")
 
     def __init__(self, model: ForwardModel, prior: LabelPrior) -> None:
         training = np.asarray(model.training_labels, dtype=float)
@@ -283,6 +284,8 @@ class _Solver:
         self.model, self.static_model = split_model(model)  # a model that is not a pytree is static
         self.mean, self.scale, self.z_lo, self.z_hi = (jnp.asarray(a) for a in (mean, scale, z_lo, z_hi))
         self.box_precision = jnp.asarray(np.diag(np.where(uniform, 12.0 / width_z**2, 0.0)))
+        label_error = np.asarray(getattr(model, "label_error_covariance", np.zeros((len(mean), len(mean)))))
+        self.label_error_z = jnp.asarray(label_error / np.outer(scale, scale))
         self.low = model.astype(jnp.float32) if self.mixed else None
         labels = jnp.asarray(training)
         self.grid = _emulate(model, labels) if self.fast else jax.jit(jax.vmap(model))(labels)
@@ -474,9 +477,15 @@ class _Solver:
         return dict(index=jnp.argmin(chi2, axis=1))
 
     def _covariance(self, state: dict[str, Array], flux: Array, w: Array) -> dict[str, Array]:
-        """Laplace covariance ``(J^T W J - H_prior + box precision)^-1`` in physical units."""
+        """Laplace covariance ``(A - H_prior + box precision)^-1`` in physical units.
+
+        ``A`` is the Gauss-Newton matrix ``J^T W J`` with the model's
+        label-space error marginalized (:func:`bayesslam.emulator.marginal_precision`;
+        ``J^T W J`` itself for a model without one).
+        """
         _, _, hp = self._log_prior_terms(state["z"])
-        cov_z = jnp.linalg.inv(state["gauss_newton"] - hp + jnp.asarray(self.box_precision))
+        fisher = marginal_precision(state["gauss_newton"], self.label_error_z)
+        cov_z = jnp.linalg.inv(fisher - hp + jnp.asarray(self.box_precision))
         return dict(covariance=cov_z * (self.scale[:, None] * self.scale[None, :]))
 
 

@@ -75,8 +75,8 @@ class NutsDraws(NamedTuple):
         Leapfrog steps of every trajectory.
     step_size : numpy.ndarray, ``(n_run,)``
         Adapted step size.
-    inverse_mass_matrix : numpy.ndarray, ``(n_run, dim)``
-        Adapted diagonal inverse mass matrix.
+    inverse_mass_matrix : numpy.ndarray, ``(n_run, dim)`` or ``(n_run, dim, dim)``
+        Adapted inverse mass matrix (diagonal, or dense with ``dense_mass``).
     n_lockstep : int
         Loop iterations of the batch (each one batched leapfrog step); the
         efficiency is ``num_steps.sum() / (n_lockstep * n_lanes)``.
@@ -157,6 +157,7 @@ def build_nuts_runner(
     n_lanes: int,
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
+    dense_mass: bool = False,
 ) -> Callable[..., NutsDraws]:
     """Compile NUTS for ``n_lanes`` lanes over a queue of independent runs.
 
@@ -175,6 +176,11 @@ def build_nuts_runner(
         Runs advanced together (one batched gradient per step).
     target_accept_prob, max_tree_depth
         NUTS settings (NumPyro's meaning).
+    dense_mass : bool
+        Adapt a dense mass matrix (NumPyro's windowed Welford covariance)
+        instead of a diagonal one: for posteriors with strong linear
+        correlations between the coordinates. The initial inverse mass
+        matrix is still given as its diagonal.
 
     Returns
     -------
@@ -189,7 +195,8 @@ def build_nuts_runner(
     """
     total = num_warmup + num_samples
     kinetic = euclidean_kinetic_energy
-    _, wa_update = warmup_adapter(num_warmup, find_reasonable_step_size=None, target_accept_prob=target_accept_prob)
+    _, wa_update = warmup_adapter(num_warmup, find_reasonable_step_size=None, target_accept_prob=target_accept_prob,
+                                  dense_mass=dense_mass)
     value_and_grad = jax.value_and_grad(potential)
 
     def init_run(key, z0, inverse_mass, data, shared):
@@ -199,9 +206,11 @@ def build_nuts_runner(
         search = lambda step, imm, z_info, k: find_reasonable_step_size(  # noqa: E731
             pe_fn, kinetic, momentum_generator, step, imm, z_info, k
         )
-        init, _ = warmup_adapter(num_warmup, find_reasonable_step_size=search, target_accept_prob=target_accept_prob)
+        init, _ = warmup_adapter(num_warmup, find_reasonable_step_size=search, target_accept_prob=target_accept_prob,
+                                 dense_mass=dense_mass)
         key, k_adapt = jax.random.split(key)
-        adapt = init(IntegratorState(z0, None, pe, grad), k_adapt, inverse_mass_matrix=inverse_mass)
+        imm0 = jnp.diag(inverse_mass) if dense_mass else inverse_mass
+        adapt = init(IntegratorState(z0, None, pe, grad), k_adapt, inverse_mass_matrix=imm0)
         return pe, grad, adapt, key
 
     def new_lane(run, active, z0, pe, grad, adapt, key):
@@ -321,7 +330,7 @@ def build_nuts_runner(
             jnp.zeros((n_run, num_samples), bool),
             jnp.zeros((n_run, total), jnp.result_type(int)),
             jnp.zeros(n_run),
-            jnp.zeros((n_run, dim)),
+            jnp.zeros((n_run, dim, dim) if dense_mass else (n_run, dim)),
         )
 
         def take_next_runs(lanes, lane_data, next_run, finished):

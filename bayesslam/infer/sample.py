@@ -6,7 +6,11 @@ vectorized over walkers. Results are a :class:`Posterior`, which holds an
 ArviZ ``InferenceData`` (convertible to ``xarray.DataTree`` with
 :meth:`Posterior.to_datatree`) with a ``star`` dimension and one variable per
 label, plus a per-star summary (median, 16/84 quantiles, sd, R-hat, bulk
-ESS, divergences).
+ESS, divergences). For a model with a label-space error
+(:mod:`bayesslam.emulator.error_model`) both samplers also sample the labels
+at which the emulator matches each star (the ``emulated_<label>`` sites of
+:func:`~bayesslam.infer.model.slam_model`): the error is integrated out
+exactly, and only the labels are returned.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from tqdm.auto import tqdm
 from bayesslam._precision import in_float64
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.infer.map import check_spectra, fit_map
-from bayesslam.infer.model import NoiseModel, StaticModel, slam_model, split_model
+from bayesslam.infer.model import (
+    NoiseModel,
+    StaticModel,
+    emulated_site,
+    label_error_labels,
+    slam_model,
+    split_model,
+)
 from bayesslam.infer.nuts import build_nuts_runner
 from bayesslam.infer.priors import LabelPrior, default_prior
 from bayesslam.infer.results import (
@@ -91,8 +102,8 @@ def _in_precision(model, emulator_dtype: str | None):
 
 
 @functools.lru_cache(maxsize=8)
-def _nuts_runner(prior: LabelPrior, noise: NoiseModel, num_warmup: int, num_samples: int, target_accept_prob: float,
-                 max_tree_depth: int, n_lanes: int, static_model: StaticModel | None):
+def _nuts_runner(prior: LabelPrior, noise: NoiseModel, label_error: tuple[int, ...], num_warmup: int, num_samples: int,
+                 target_accept_prob: float, max_tree_depth: int, n_lanes: int, static_model: StaticModel | None):
     """NUTS (:func:`bayesslam.infer.nuts.build_nuts_runner`) on the potential of :func:`slam_model` for one star.
 
     The model is the runner's ``shared`` argument (a pytree, e.g. an
@@ -104,35 +115,41 @@ def _nuts_runner(prior: LabelPrior, noise: NoiseModel, num_warmup: int, num_samp
     potential is NumPyro's ``potential_energy`` of the model with a plate of
     one star.
     """
-    names = tuple(_site_supports(prior, noise))
+    names = tuple(_site_supports(prior, noise, label_error))
 
     def potential(z: jax.Array, data: tuple[jax.Array, jax.Array], shared: Any) -> jax.Array:
         flux, ivar = data
         model = static_model.value if static_model is not None else shared
         params = {name: z[k][None] for k, name in enumerate(names)}
-        bound = functools.partial(slam_model, model, prior=prior, noise=noise)
+        bound = functools.partial(slam_model, model, prior=prior, noise=noise, label_error=label_error)
         return potential_energy(bound, (ivar[None], flux[None]), {}, params)
 
     return build_nuts_runner(potential, num_warmup=num_warmup, num_samples=num_samples, n_lanes=n_lanes,
-                             target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth)
+                             target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                             dense_mass=bool(label_error))
 
 
-def _site_supports(prior: LabelPrior, noise: NoiseModel) -> dict[str, Any]:
+def _site_supports(prior: LabelPrior, noise: NoiseModel, label_error: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Every sampled site with its support, in the order of NUTS's flat unconstrained vector."""
     supports = {name: d.support for name, d in zip(prior.names, prior.marginals)}
     if noise.fit_scale:
         supports["noise_scale"] = constraints.positive
     if noise.fit_jitter:
         supports["jitter"] = constraints.positive
+    for k in label_error:
+        supports[emulated_site(prior.names[k])] = constraints.real
     return supports
 
 
 def _unconstrained_start(prior: LabelPrior, noise: NoiseModel, labels: np.ndarray,
-                         sigma: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                         sigma: np.ndarray | None, label_error: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """Starting points and initial diagonal inverse mass matrices in NUTS's unconstrained space.
 
     With Laplace sigmas the inverse mass matrix is their square carried
     through the transform (capped at 1, the scale of a label's prior tail
-    when the MAP sits on the box edge); without, the identity.
+    when the MAP sits on the box edge); without, the identity. The
+    ``emulated_<label>`` sites start at the labels, with the labels' squared
+    sigmas (their own units: they are unbounded).
     """
     columns, inverse_mass = [], []
     for k, support in enumerate(prior.marginals):
@@ -152,6 +169,10 @@ def _unconstrained_start(prior: LabelPrior, noise: NoiseModel, labels: np.ndarra
     if noise.fit_jitter:
         columns.append(np.full(len(labels), float(np.log(0.1 * noise.jitter_prior_scale))))
         inverse_mass.append(np.ones(len(labels)))
+    for k in label_error:
+        columns.append(np.asarray(labels[:, k], dtype=float))
+        scale = np.ones(len(labels)) if sigma is None else np.nan_to_num(sigma[:, k], nan=1.0, posinf=1.0)
+        inverse_mass.append(np.clip(scale**2, 1e-12, None))
     return np.column_stack(columns), np.column_stack(inverse_mass)
 
 
@@ -237,19 +258,20 @@ def sample_nuts(
     flux, ivar, prior, ids = prepare_inputs(model, flux, ivar, prior, identifiers)
     start, start_sigma = initial_labels(model, prior, flux, ivar, init_labels, init_sigma)
     n_star = flux.shape[0]
-    supports = _site_supports(prior, noise)
+    label_error = label_error_labels(model)
+    supports = _site_supports(prior, noise, label_error)
     bounds = prior.bounds
     span = np.where(np.isfinite(bounds[:, 1] - bounds[:, 0]), bounds[:, 1] - bounds[:, 0], 1.0)
     start = np.clip(start, bounds[:, 0] + 1e-6 * span, bounds[:, 1] - 1e-6 * span)
-    z_start, mass_start = _unconstrained_start(prior, noise, start, start_sigma)
+    z_start, mass_start = _unconstrained_start(prior, noise, start, start_sigma, label_error)
     star_of = np.repeat(np.arange(n_star), num_chains)  # one run per (star, chain)
     n_run = star_of.size
     n_lanes = max(1, min(batch_size, n_run))
     chunk = min(n_run, n_lanes * RUNS_PER_LANE)
     emulator = _in_precision(model, emulator_dtype)
     shared, static_model = split_model(emulator)
-    runner = _nuts_runner(prior, noise, num_warmup, num_samples, target_accept_prob, max_tree_depth, n_lanes,
-                          static_model)
+    runner = _nuts_runner(prior, noise, label_error, num_warmup, num_samples, target_accept_prob, max_tree_depth,
+                          n_lanes, static_model)
     keys = jax.random.split(rng_key, n_run)
     z_draws, div_draws = [], []
     n_lock = 0
@@ -277,7 +299,10 @@ def sample_nuts(
     z_all = np.concatenate(z_draws)  # run, draw, site
     shape = (n_star, num_chains, num_samples)
     samples = {}
+    emulated = {emulated_site(prior.names[k]) for k in label_error}
     for k, (name, support) in enumerate(supports.items()):
+        if name in emulated:
+            continue
         values = np.asarray(biject_to(support)(jnp.asarray(z_all[..., k])))
         samples[name] = np.moveaxis(values.reshape(shape), 0, -1)
     div_per_star = np.moveaxis(np.concatenate(div_draws).reshape(shape), 0, -1)

@@ -6,17 +6,20 @@ estimator; it runs either backend on chunks of pixels
 (:mod:`~bayesslam.train.libsvm`, the reference) or the batched JAX solver
 (:mod:`~bayesslam.train.batched_svr`, :mod:`~bayesslam.train.batched`), with
 resumable checkpoints (:mod:`~bayesslam.train.checkpoint`), label-level cross-validation
-(:mod:`~bayesslam.train.label_cv`) and the grids and
+(:mod:`~bayesslam.train.label_cv`), the emulator error model learnt from it
+(:mod:`~bayesslam.train.error_model`) and the grids and
 defaults of :mod:`~bayesslam.train.settings`. scikit-learn is imported only
 inside this package.
 """
 
 from bayesslam.train.checkpoint import CheckpointError, remove_checkpoint, training_set_hash
 from bayesslam.train.chunk import assign_folds, standardize
+from bayesslam.train.error_model import ErrorModelFitError, deconvolved_pixel_variance, fit_label_covariance
 from bayesslam.train.label_cv import (
     fold_emulators,
     label_cv_calibration,
     label_cv_snr_laws,
+    learn_error_model,
     out_of_fold_labels,
     with_label_cv,
 )
@@ -51,6 +54,10 @@ __all__ = [
     "fold_emulators",
     "label_cv_calibration",
     "label_cv_snr_laws",
+    "learn_error_model",
+    "ErrorModelFitError",
+    "deconvolved_pixel_variance",
+    "fit_label_covariance",
     "out_of_fold_labels",
     "rbf_kernel",
     "remove_checkpoint",

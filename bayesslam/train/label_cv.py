@@ -23,10 +23,12 @@ fit per training star.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
@@ -40,17 +42,26 @@ from bayesslam.calibration import (
     fit_snr_law,
     spectrum_snr,
 )
-from bayesslam.emulator import Emulator, OutOfFoldLabels, SlamModel, build_emulator
+from bayesslam.emulator import Emulator, EmulatorErrorModel, OutOfFoldLabels, SlamModel, build_emulator, flux_grouped
 from bayesslam.errors import BayesSlamError
 from bayesslam.infer import FitStatus, fit_map
 from bayesslam.infer.priors import default_prior
 from bayesslam.train.batched import KernelCache, final_fits
+from bayesslam.train.error_model import (
+    ErrorModelFitError,
+    deconvolved_pixel_variance,
+    fisher_matrices,
+    fit_label_covariance,
+    laplace_covariance,
+    prior_precision,
+)
 from bayesslam.train.libsvm import libsvm_final_fits
 from bayesslam.train.settings import BATCHED_FINAL_TOL_FACTOR, BATCHED_MAX_ITER, TrainingDataError
 
 __all__ = [
     "fold_emulators",
     "out_of_fold_labels",
+    "learn_error_model",
     "label_cv_calibration",
     "label_cv_snr_laws",
     "with_label_cv",
@@ -150,10 +161,48 @@ def _fold_emulators(model: SlamModel, flux: np.ndarray, ivar: np.ndarray, n_jobs
                            label_units=units, dtype=np.float64) for dual, intercept in banks]
 
 
+def _out_of_fold_fits(model: SlamModel, emulators: list[Emulator], flux: np.ndarray,
+                      ivar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold MAP labels, Fisher matrices and fit status of every training star."""
+    fold = np.asarray(model.training.fold)
+    n_star, n_label = len(fold), len(model.label_names)
+    labels = np.full((n_star, n_label), np.nan)
+    fisher = np.full((n_star, n_label, n_label), np.nan)
+    status = np.zeros(n_star, dtype=np.int64)
+    prior = default_prior(model.emulator)
+    for f, emulator in zip(np.unique(fold), emulators):
+        rows = np.flatnonzero(fold == f)
+        fit = fit_map(emulator, flux[rows], ivar[rows], prior=prior)
+        ok = np.asarray(fit.status) == FitStatus.CONVERGED
+        labels[rows[ok]] = fit.labels[ok]
+        fisher[rows[ok]] = fisher_matrices(emulator, fit.labels[ok], ivar[rows[ok]])
+        status[rows] = np.asarray(fit.status, dtype=np.int64)
+    return labels, fisher, status
+
+
+def _with_pixel_variance(emulators: list[Emulator], pixel_variance: np.ndarray) -> list[Emulator]:
+    variance = np.asarray(pixel_variance)
+    return [dataclasses.replace(e, model_variance=jnp.asarray(variance, dtype=e.dtype)) for e in emulators]
+
+
+def _record(model: SlamModel, labels: np.ndarray, fisher: np.ndarray, status: np.ndarray, flux: np.ndarray,
+            ivar: np.ndarray, label_covariance: np.ndarray) -> OutOfFoldLabels:
+    precision = prior_precision(default_prior(model.emulator))
+    sigma = np.full_like(labels, np.nan)
+    ok = np.all(np.isfinite(labels), axis=1)
+    if ok.any():
+        cov = laplace_covariance(fisher[ok], label_covariance, precision)
+        sigma[ok] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+    return OutOfFoldLabels(labels=labels, sigma=sigma, status=status, snr=spectrum_snr(flux, ivar))
+
+
 @in_float64
 def out_of_fold_labels(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1,
                        progress: bool = False) -> OutOfFoldLabels:
     """MAP labels and Laplace sigmas of every training star from the fold model that did not see it.
+
+    The fold models use the model's likelihood: its error model's pixel
+    variance and label-space error when it has one.
 
     Parameters
     ----------
@@ -172,23 +221,76 @@ def out_of_fold_labels(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 
     """
     start = time.perf_counter()
     flux, ivar = _check_training_spectra(model, flux, ivar)
+    emulators = _with_pixel_variance(_fold_emulators(model, flux, ivar, n_jobs, progress),
+                                     np.asarray(model.emulator.model_variance))
+    labels, fisher, status = _out_of_fold_fits(model, emulators, flux, ivar)
+    record = _record(model, labels, fisher, status, flux, ivar, np.asarray(model.emulator.label_error_covariance))
+    logger.info("label-level CV of %d training stars (%d folds): %d converged, %.0f s", len(status), len(emulators),
+                int(np.sum(status == FitStatus.CONVERGED)), time.perf_counter() - start)
+    return record
+
+
+@in_float64
+def learn_error_model(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1,
+                      progress: bool = False) -> tuple[EmulatorErrorModel, OutOfFoldLabels]:
+    """The emulator's error model learnt from the fold models, and the out-of-fold labels under it.
+
+    The pixel variance ``D`` is the out-of-fold residual variance at the
+    training labels with each training spectrum's noise taken out
+    (:func:`~bayesslam.train.error_model.deconvolved_pixel_variance`); the
+    fold models fit their held-out stars with ``D``; the label-space
+    covariance is fitted to those out-of-fold labels
+    (:func:`~bayesslam.train.error_model.fit_label_covariance`).
+
+    Parameters
+    ----------
+    model : SlamModel
+    flux, ivar : array_like, shape (n_train, n_pix)
+        The model's own training spectra, in training order.
+    n_jobs : int
+        Parallel workers for refitting the fold banks.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    EmulatorErrorModel, OutOfFoldLabels
+        The error model, and the out-of-fold labels with Laplace sigmas
+        computed under it.
+
+    Raises
+    ------
+    ErrorModelFitError
+        If too few training stars could be fitted.
+    """
+    start = time.perf_counter()
+    flux, ivar = _check_training_spectra(model, flux, ivar)
     emulators = _fold_emulators(model, flux, ivar, n_jobs, progress)
     fold = np.asarray(model.training.fold)
-    n_star, n_label = len(fold), len(model.label_names)
-    labels = np.full((n_star, n_label), np.nan)
-    sigma = np.full((n_star, n_label), np.nan)
-    status = np.zeros(n_star, dtype=np.int64)
-    prior = default_prior(model.emulator)
+    truth = model.training_labels
+    residuals = np.zeros_like(flux)
     for f, emulator in zip(np.unique(fold), emulators):
         rows = np.flatnonzero(fold == f)
-        fit = fit_map(emulator, flux[rows], ivar[rows], prior=prior)
-        ok = np.asarray(fit.status) == FitStatus.CONVERGED
-        labels[rows[ok]] = fit.labels[ok]
-        sigma[rows[ok]] = fit.sigma[ok]
-        status[rows] = np.asarray(fit.status, dtype=np.int64)
-    logger.info("label-level CV of %d training stars (%d folds): %d converged, %.0f s", n_star, len(emulators),
-                int(np.sum(status == FitStatus.CONVERGED)), time.perf_counter() - start)
-    return OutOfFoldLabels(labels=labels, sigma=sigma, status=status, snr=spectrum_snr(flux, ivar))
+        residuals[rows] = flux[rows] - np.asarray(flux_grouped(emulator, jnp.asarray(truth[rows])))
+    trained = np.isfinite(model.model_variance)
+    pixel_variance = np.where(trained, deconvolved_pixel_variance(residuals, np.where(trained, ivar, 0.0)), np.inf)
+    emulators = _with_pixel_variance(emulators, pixel_variance)
+    labels, fisher, status = _out_of_fold_fits(model, emulators, flux, ivar)
+    precision = prior_precision(default_prior(model.emulator))
+    covariance = fit_label_covariance(labels - truth, fisher, precision, scale=np.std(truth, axis=0))
+    n_folds = len(emulators)
+    error_model = EmulatorErrorModel(pixel_variance, covariance, {
+        "kind": "label-space error (rank n_label) plus independent pixel variance",
+        "source": f"out-of-fold fits of the model's {len(truth)} training stars ({n_folds}-fold CV)",
+        "n_stars": int(np.sum(np.all(np.isfinite(labels), axis=1))),
+        "label_sigma": {name: float(v) for name, v in zip(model.label_names, np.sqrt(np.diag(covariance)))},
+    })
+    record = _record(model, labels, fisher, status, flux, ivar, covariance)
+    logger.info("error model from %d training stars in %.0f s: label-space sigma %s; median pixel variance %.3g "
+                "(out-of-fold residual variance %.3g)", error_model.metadata["n_stars"], time.perf_counter() - start,
+                ", ".join(f"{k} {v:.3g}" for k, v in error_model.metadata["label_sigma"].items()),
+                float(np.median(pixel_variance[trained])), float(np.median(model.model_variance[trained])))
+    return error_model, record
 
 
 def label_cv_calibration(model: SlamModel, label_cv: OutOfFoldLabels) -> ErrorCalibration:
@@ -217,21 +319,29 @@ def label_cv_snr_laws(model: SlamModel, label_cv: OutOfFoldLabels, stars_per_bin
     return laws
 
 
-def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, calibrate: bool = True, n_jobs: int = 1,
-                  progress: bool = False) -> SlamModel:
-    """A copy of ``model`` carrying its label-level CV, its SNR laws and, with ``calibrate``, its calibration.
+def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, error_model: bool = True, calibrate: bool = True,
+                  n_jobs: int = 1, progress: bool = False) -> SlamModel:
+    """A copy of ``model`` carrying its label-level CV, its error model, its SNR laws and its calibration.
 
-    The SNR laws fitted to the out-of-fold labels (:func:`label_cv_snr_laws`)
-    replace the paper's in the model's catalogs (``L_SNR_ERR``). The Laplace calibration measured here replaces the model's Laplace
-    calibration; a posterior calibration it carries is kept. A training set
-    too small to measure one (fewer than 40 converged stars) keeps the
-    record only, with a warning.
+    With ``error_model`` the emulator's error model is learnt from the fold
+    models (:func:`learn_error_model`) and every likelihood of the returned
+    model uses it; otherwise the model's own likelihood is kept. The SNR laws
+    fitted to the out-of-fold labels (:func:`label_cv_snr_laws`) replace the
+    paper's in the model's catalogs (``L_SNR_ERR``). With ``calibrate``, the
+    Laplace calibration measured on the out-of-fold labels replaces the
+    model's Laplace calibration (with an error model it is close to the
+    identity: a diagnostic); a posterior calibration it carries is kept
+    unless a new error model changed the likelihood it was measured with. A
+    training set too small to measure one (fewer than 40 converged stars)
+    keeps the record only, with a warning.
 
     Parameters
     ----------
     model : SlamModel
     flux, ivar : array_like, shape (n_train, n_pix)
         The model's own training spectra, in training order.
+    error_model : bool
+        Learn and store the emulator's error model.
     calibrate : bool
         Store the measured Laplace calibration in the model.
     n_jobs : int
@@ -243,7 +353,15 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, calibrate: bool = T
     -------
     SlamModel
     """
-    label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+    if error_model:
+        try:
+            errors, label_cv = learn_error_model(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+            model = model.with_error_model(errors)
+        except ErrorModelFitError as exc:
+            logger.warning("no emulator error model (%s); the likelihood stays diagonal.", exc)
+            label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+    else:
+        label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
     out = model.with_label_cv(label_cv).with_snr_laws(label_cv_snr_laws(model, label_cv))
     if not calibrate:
         return out
@@ -254,5 +372,6 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, calibrate: bool = T
                        "without a calibration: calibrate it on held-out labelled stars (docs/calibration.md).", exc)
         return out
     previous = model.error_calibration
-    posterior = None if previous is None else previous.posterior
+    # a posterior calibration measured under another likelihood no longer applies
+    posterior = None if previous is None or error_model else previous.posterior
     return out.with_calibration(ModelCalibration(laplace=laplace, posterior=posterior))
