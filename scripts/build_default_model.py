@@ -1,13 +1,13 @@
 """Rebuild the shipped default model in ``models/`` from scratch (one command).
 
     python scripts/build_default_model.py [--grid fast] [--n-jobs 2] [--output models/bayesslam-default-v1.npz]
-    python scripts/build_default_model.py --calibrate-only   # redo only the error calibration
-    python scripts/build_default_model.py --label-cv-only    # redo only the label-level cross-validation
+    python scripts/build_default_model.py --error-model-only   # redo only the error model and label-level CV
 
 Runs the recipe of :mod:`bayesslam.default_recipe`: train on the mock training
-set, save, fit the held-out test set and write the model card's figures and
-numbers (``models/card/``), then measure and store the error calibration, then run the label-level
-cross-validation and report its calibration against the stored one (``models/card/label_cv.json``).
+set, save, learn the emulator error model and label-level CV from the
+training stars (coverage before and after in ``models/card/error_model.json``),
+then fit the held-out test set and write the model card's figures and numbers
+(``models/card/``).
 Prepared mock sets and posteriors are cached under ``build/mock-cache``.
 """
 
@@ -28,8 +28,7 @@ from bayesslam.default_recipe import (
     N_TRAIN,
     TEST_SEED,
     TRAIN_SEED,
-    add_label_cv,
-    calibrate,
+    add_error_model,
 )
 from bayesslam.emulator import load_model, save_model
 from bayesslam.infer import fit_map
@@ -51,7 +50,11 @@ def _plot_card(folder: Path, model, test_labels, fit, snr) -> dict:
     cv = model.training.cv_mse_flux
     fig, ax = plt.subplots(figsize=(10, 3))
     ax.semilogy(wave, cv, lw=0.6, color="k", label="CV MSE (normalized flux)")
-    ax.semilogy(wave, model.model_variance, lw=0.6, color="tab:red", alpha=0.7, label="emulator variance $s_j^2$")
+    ax.semilogy(wave, model.model_variance, lw=0.6, color="tab:red", alpha=0.7,
+                label="out-of-fold residual variance $s_j^2$")
+    if model.error_model is not None:
+        ax.semilogy(wave, model.error_model.pixel_variance, lw=0.6, color="tab:green", alpha=0.8,
+                    label="emulator pixel variance $D_j$ (training noise taken out)")
     ax.set_xlabel("vacuum wavelength [A]")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -95,17 +98,13 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--output", type=Path, default=Path("models/bayesslam-default-v1.npz"))
     parser.add_argument("--checkpoint", type=Path, default=Path("build/default-model-checkpoint"))
-    parser.add_argument("--calibrate-only", action="store_true",
-                        help="only measure and store the error calibration of the existing --output model")
-    parser.add_argument("--label-cv-only", action="store_true",
-                        help="only run the label-level cross-validation of the existing --output model and store it")
+    parser.add_argument("--error-model-only", action="store_true",
+                        help="only learn the error model and label-level CV of the existing --output model, "
+                             "store them and redo the model card's test set")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.calibrate_only:
-        calibrate(args.output)
-        return
-    if args.label_cv_only:
-        _label_cv(args.output, args.n_jobs)
+    if args.error_model_only:
+        _error_model_and_card(args.output, args.n_jobs, None)
         return
 
     t0 = time.time()
@@ -129,25 +128,25 @@ def main() -> None:
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, args.output, overwrite=True)
-    model = load_model(args.output)
     logger.info("saved %s (%.1f MB)", args.output, args.output.stat().st_size / 1e6)
+    _error_model_and_card(args.output, args.n_jobs, {"train_seconds": round(train_seconds, 1), "grid": args.grid})
 
+
+def _error_model_and_card(path: Path, n_jobs: int, training: dict | None) -> None:
+    card = path.parent / "card"
+    card.mkdir(parents=True, exist_ok=True)
+    report = add_error_model(path, n_jobs=n_jobs)
+    (card / "error_model.json").write_text(json.dumps(report, indent=1))
+    logger.info("error model: %s", json.dumps(report["error_model"]))
+    model = load_model(path)
     test, test_labels, test_snr = prepare_mock(N_TEST, TEST_SEED, (3.0, 50.0))
     fit = fit_map(model.emulator, test.spectra.flux, test.spectra.ivar)
-    stats = _plot_card(args.output.parent / "card", model, test_labels, fit, test_snr)
-    stats["train_seconds"] = round(train_seconds, 1)
-    stats["grid"] = args.grid
-    stats["converged"] = int(np.sum(fit.status == 0))
-    (args.output.parent / "card" / "test_set.json").write_text(json.dumps(stats, indent=1))
+    stats = _plot_card(card, model, test_labels, fit, test_snr)
+    previous = json.loads((card / "test_set.json").read_text()) if (card / "test_set.json").exists() else {}
+    training = training or {key: previous[key] for key in ("train_seconds", "grid") if key in previous}
+    stats.update(training, converged=int(np.sum(fit.status == 0)))
+    (card / "test_set.json").write_text(json.dumps(stats, indent=1))
     logger.info("test set: %s", json.dumps(stats))
-    calibrate(args.output)
-    _label_cv(args.output, args.n_jobs)
-
-
-def _label_cv(path: Path, n_jobs: int) -> None:
-    report = add_label_cv(path, n_jobs=n_jobs)
-    (path.parent / "card" / "label_cv.json").write_text(json.dumps(report, indent=1))
-    logger.info("label-level CV: %s", json.dumps(report["coverage_68"]))
 
 
 if __name__ == "__main__":
