@@ -69,7 +69,7 @@ def test_label_the_spectrum_ignores_returns_its_prior(toy, nuts_one):
 def _coverage(toy, model_for_inference, n_star=120, seed=21):
     truth, flux, ivar = simulate(toy, n_star, snr=20, seed=seed)
     post = sample_nuts(model_for_inference, flux, ivar, rng_key=jax.random.key(seed), num_warmup=400,
-                       num_samples=600, batch_size=40, progress=False)
+                       num_samples=600, batch_size=n_star, progress=False)
     inside68, inside95 = [], []
     for i in range(n_star):
         draws = post.draws(i)[:, :3]
