@@ -113,6 +113,7 @@ def test_nuts_posterior_widens_with_the_label_error(toy):
     post = sample_nuts(model, flux, ivar, rng_key=jax.random.key(0), num_warmup=300, num_samples=600,
                        emulator_dtype=None, progress=False)
     ratio = post.summary["sd"][:, :3] / fit.sigma[:, :3]
+    print("NUTS sd / Laplace sigma:", ratio.round(3))
     assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
     narrow = fit_map(toy, flux, ivar)
     assert np.all(post.summary["sd"][:, 0] > 3 * narrow.sigma[:, 0])  # Teff: label error >> noise at SNR 100

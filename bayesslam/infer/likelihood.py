@@ -9,18 +9,22 @@ where ``s_j**2`` is the emulator's per-pixel variance (the model's
 :attr:`~bayesslam.emulator.Emulator.model_variance`: its error model's
 ``D_j`` when it has one, else the out-of-fold CV residual variance),
 ``noise_scale`` (default 1) inflates the reported noise and ``jitter``
-(default 0) adds a constant variance floor; ``W = J L`` (``n_pix x
-n_label``, :func:`bayesslam.emulator.error_factor`) is the emulator's
-label-space error carried into flux (:mod:`bayesslam.emulator.error_model`),
-absent for a model without one. With ``W`` the density is NumPyro's
+(default 0) adds a constant variance floor. ``W`` is optional: ``W = J L``
+(``n_pix x n_label``, :func:`bayesslam.emulator.error_factor`) carries the
+emulator's label-space error into flux to first order
+(:mod:`bayesslam.emulator.error_model`), and the density is then NumPyro's
 ``LowRankMultivariateNormal`` (Woodbury identity, an ``n_label x n_label``
-Cholesky: linear in the pixels). Pixels with ``ivar_j = 0`` (masked) and
-pixels the model could not be trained on (``s_j**2 = inf``) are left out
-exactly: their rows of ``W`` are zeroed, so they decouple from the others,
-and the observed flux there is replaced by the model's (a residual of zero),
-so they add a constant and no gradient. Every inference path in bayesslam
-(MAP, NUTS, emcee) uses :func:`flux_distribution`, so the density is written
-once.
+Cholesky: linear in the pixels), for users' own models. bayesslam's own
+samplers integrate the label-space error exactly instead, by sampling the
+labels the emulator is evaluated at (:func:`bayesslam.infer.model.slam_model`),
+and the MAP's Laplace covariance marginalizes it in label space; both use
+this module's diagonal density. Pixels with ``ivar_j = 0`` (masked) and
+pixels the model could not be trained on (``s_j**2 = inf``) contribute
+nothing; with ``W`` their rows of ``W`` are zeroed, so they decouple from the
+others, and the observed flux there is replaced by the model's (a residual of
+zero), so they add a constant and no gradient. Every inference path in
+bayesslam (MAP, NUTS, emcee) uses :func:`flux_distribution`, so the density is
+written once.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ biased progressive sampling between doublings), built from NumPyro's own
 tree primitives (``numpyro.infer.hmc_util``; several are private, so a
 NumPyro release that changes them fails ``tests/test_nuts.py``, written
 against numpyro 0.22), and NumPyro's windowed
-adaptation (dual averaging of the step size, diagonal Welford mass matrix,
+adaptation (dual averaging of the step size, diagonal Welford mass matrix (dense with ``dense_mass``),
 Stan's windows). One difference: NumPyro re-runs its step-size search at the
 end of each mass-matrix window; here the dual averaging restarts from the
 current step size instead (the search would cost extra gradients for every

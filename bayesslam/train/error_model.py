@@ -112,15 +112,24 @@ def fisher_matrices(emulator: Any, labels: Any, ivar: Any) -> np.ndarray:
     good = (ivar > 0) & np.isfinite(var)[None, :]
     w = np.where(good, 1.0 / (1.0 / np.where(good, ivar, 1.0) + np.where(np.isfinite(var), var, 0.0)), 0.0)
     out = np.full((len(labels), labels.shape[1], labels.shape[1]), np.nan)
-    finite = np.all(np.isfinite(labels), axis=1)
-    for lo in range(0, len(labels), 256):
-        rows = np.flatnonzero(finite[lo:lo + 256]) + lo
-        if rows.size:
-            x = jnp.asarray(labels[rows])
-            jac = np.asarray(label_jacobian(emulator, x) if isinstance(emulator, Emulator)
-                             else jax.vmap(jax.jacfwd(emulator))(x))
-            out[rows] = np.einsum("spk,sp,spl->skl", jac, w[rows], jac)
+    rows = np.flatnonzero(np.all(np.isfinite(labels), axis=1))
+    for lo in range(0, rows.size, _FISHER_CHUNK):
+        chunk = rows[lo:lo + _FISHER_CHUNK]
+        # padded to a power of two: a few compiled shapes serve every fold and chunk
+        padded = np.resize(chunk, max(16, 1 << int(np.ceil(np.log2(chunk.size)))))
+        x = jnp.asarray(labels[padded])
+        jac = label_jacobian(emulator, x) if isinstance(emulator, Emulator) else jax.vmap(jax.jacfwd(emulator))(x)
+        out[chunk] = np.asarray(_weighted_gram(jac, jnp.asarray(w[padded])))[:chunk.size]
     return out
+
+
+#: Stars per Jacobian evaluation in :func:`fisher_matrices`.
+_FISHER_CHUNK = 256
+
+
+@jax.jit
+def _weighted_gram(jac: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.einsum("spk,sp,spl->skl", jac, w, jac)
 
 
 def prior_precision(prior: LabelPrior) -> np.ndarray:
@@ -147,13 +156,17 @@ def _covariance_from(params: jax.Array, n_label: int) -> jax.Array:
     return lower @ lower.T
 
 
-def _negative_log_score(params: jax.Array, fisher: jax.Array, errors: jax.Array, precision: jax.Array) -> jax.Array:
+def _negative_log_score(params: jax.Array, fisher: jax.Array, errors: jax.Array, precision: jax.Array,
+                        weights: jax.Array) -> jax.Array:
     n_label = errors.shape[1]
     a = marginal_precision(fisher, _covariance_from(params, n_label))
     inverse_v = a + precision  # the posterior precision V^-1
     _, logdet = jnp.linalg.slogdet(inverse_v)
     quad = jnp.einsum("si,sij,sj->s", errors, inverse_v, errors)
-    return 0.5 * jnp.sum(quad - logdet)
+    return 0.5 * jnp.sum(weights * (quad - logdet))
+
+
+_score_value_and_grad = jax.jit(jax.value_and_grad(_negative_log_score))
 
 
 @in_float64
@@ -198,8 +211,12 @@ def fit_label_covariance(errors: Any, fisher: Any, precision: Any, scale: Any | 
     scale = np.where(scale > 0, scale, 1.0)
     outer = np.outer(scale, scale)
     ez, fz, qz = errors / scale, fisher * outer, np.asarray(precision, dtype=float) * outer
-    value_and_grad = jax.jit(jax.value_and_grad(_negative_log_score))
-    args = (jnp.asarray(fz), jnp.asarray(ez), jnp.asarray(qz))
+    # padded (weight 0) to a power of two: one compiled score serves training sets of similar size
+    n = len(ez)
+    padded = np.resize(np.arange(n), 1 << int(np.ceil(np.log2(n))))
+    weights = (np.arange(padded.size) < n).astype(float)
+    value_and_grad = _score_value_and_grad
+    args = (jnp.asarray(fz[padded]), jnp.asarray(ez[padded]), jnp.asarray(qz), jnp.asarray(weights))
     start = np.zeros(n_label * (n_label + 1) // 2)
     start[np.cumsum(np.arange(1, n_label + 1)) - 1] = np.log(0.3)  # the diagonal of the packed lower triangle
     result = minimize(lambda p: tuple(np.asarray(v, dtype=float) for v in value_and_grad(jnp.asarray(p), *args)),

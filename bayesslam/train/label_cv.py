@@ -10,11 +10,14 @@ model), and :func:`out_of_fold_labels` fits the held-out fold's stars with it
 The out-of-fold labels against the training labels are the model's label
 errors measured on its own training stars, at their own SNR: for a model
 trained on real labelled spectra, a measurement on real spectra, with no
-extra data. :func:`label_cv_calibration` fits the error calibration
+extra data. :func:`learn_error_model` learns the emulator's error model from
+the same fold models (:mod:`bayesslam.train.error_model`: the per-pixel
+residuals at the training labels, then the out-of-fold labels);
+:func:`label_cv_calibration` fits the post-hoc error calibration
 (:class:`bayesslam.calibration.ErrorCalibration`, a scale and floor per label)
-to them, :func:`label_cv_snr_laws` the paper's error product, the label
-scatter as a power law of SNR in equal-number SNR bins, and
-:func:`with_label_cv` stores all three in the model.
+to the out-of-fold labels, :func:`label_cv_snr_laws` the paper's error
+product, the label scatter as a power law of SNR in equal-number SNR bins,
+and :func:`with_label_cv` stores all of them in the model.
 
 Cost: ``n_folds`` final fits of the bank (the CV of training fits
 ``n_folds`` per grid point, so this is a fraction of training) plus one MAP
