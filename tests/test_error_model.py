@@ -213,3 +213,28 @@ def test_default_model_describes_real_sdss_m_dwarfs_at_reduced_chi2_near_one(sds
     diagonal = bayesslam.fit(sdss_files, model=load_model(default_model_path()).with_error_model(None))
     assert diagonal.meta["ERRMODEL"] == "diagonal"
     assert np.all(np.asarray(diagonal["REDUCED_CHI2"]) < 0.6)
+
+
+def test_misfit_widens_the_errors_of_spectra_the_model_does_not_describe(toy):
+    """A smooth continuum error per star (a bad normalization): reduced chi2 ~ 2, intervals still near 68%."""
+    from bayesslam.infer import misfit_scale
+    from toymodel import simulate
+
+    truth, flux, ivar = simulate(toy, 400, snr=50, seed=8)
+    x = np.linspace(0.0, 1.0, flux.shape[1])
+    modes = np.array([np.sin(np.pi * (k + 1) * x) for k in range(12)])
+    bad = flux + np.random.default_rng(7).normal(size=(400, 12)) * 0.01 @ modes
+    fit = fit_map(toy, bad, ivar)
+    ok = fit.status == FitStatus.CONVERGED
+    errors = fit.labels[ok] - truth[ok]
+    scale = np.asarray(misfit_scale(jnp.asarray(fit.chi2[ok]), jnp.asarray(fit.n_good[ok] - 4.0)))
+    covered = coverage(errors, fit.sigma[ok])[:3]
+    without = coverage(errors, fit.sigma[ok] / np.sqrt(scale)[:, None])[:3]
+    print("median reduced chi2", np.median(fit.reduced_chi2[ok]).round(2), "68% coverage with the misfit term",
+          covered.round(3), "without", without.round(3))
+    assert np.all((covered > 0.55) & (covered < 0.80))
+    se = np.sqrt(ONE_SIGMA * (1 - ONE_SIGMA) / ok.sum())
+    assert np.all(without < ONE_SIGMA - 5 * se)  # negative control: the noise alone under-covers
+    # spectra the model describes keep their errors: the goodness-of-fit test passes them
+    clean = fit_map(toy, flux, ivar)
+    assert np.mean(np.asarray(misfit_scale(jnp.asarray(clean.chi2), jnp.asarray(clean.n_good - 4.0))) > 1) < 0.02

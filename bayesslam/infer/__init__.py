@@ -22,6 +22,7 @@ from bayesslam.infer.map import (
     coarse_scan,
     fit_map,
     fit_map_batch,
+    misfit_scale,
 )
 from bayesslam.infer.model import NoiseModel, slam_model
 from bayesslam.infer.priors import (
@@ -54,6 +55,7 @@ __all__ = [
     "default_prior",
     "fit_map",
     "fit_map_batch",
+    "misfit_scale",
     "flux_distribution",
     "log_likelihood",
     "log_posterior_fn",

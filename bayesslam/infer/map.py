@@ -32,7 +32,9 @@ and the still-active ones are packed into batches padded to a power of two
 star.
 
 At the optimum the Laplace covariance ``(J^T W J - H_prior)^-1`` gives sigma
-per label and the correlation coefficients ``rho_ij = C_ij / (sigma_i
+per label (with the model's label-space error marginalized,
+:mod:`bayesslam.emulator.error_model`, and the noise of a star that fails the
+goodness-of-fit test scaled by its reduced chi2, :func:`misfit_scale`) and the correlation coefficients ``rho_ij = C_ij / (sigma_i
 sigma_j)``. A uniform prior has no curvature; it enters the precision as a
 Gaussian of the same variance (``width**2 / 12``), which is negligible for
 labels the spectrum constrains and keeps the Laplace sigma of a label the
@@ -74,6 +76,7 @@ __all__ = [
     "coarse_scan",
     "fit_map",
     "fit_map_batch",
+    "misfit_scale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,6 +160,25 @@ NEGATIVE_CURVATURE = 1e-5
 JACOBIAN_REFRESH = 1e-3
 #: Smallest compiled batch (batches are padded to ``MIN_BUCKET * 4**k`` stars, at most ``chunk_size``).
 MIN_BUCKET = 16
+
+
+#: A star's noise is inflated when its reduced chi2 exceeds 1 by more than this many of its standard deviations.
+MISFIT_SIGMAS = 3.0
+
+
+def misfit_scale(chi2: Array, dof: Array) -> Array:
+    """Per-star factor on the noise variance of the Laplace covariance: the reduced chi2 where it fails the fit.
+
+    A spectrum the model does not describe (another instrument, a binary, a
+    bad continuum) leaves residuals larger than the noise and the emulator's
+    error predict. When its reduced chi2 exceeds 1 by more than
+    :data:`MISFIT_SIGMAS` standard deviations (``sqrt(2 / dof)``), the noise
+    is scaled by the reduced chi2 (the profile-likelihood noise scale: the
+    Birge ratio), which widens the Laplace sigma by its square root;
+    otherwise 1.
+    """
+    reduced = chi2 / dof
+    return jnp.where(reduced > 1.0 + MISFIT_SIGMAS * jnp.sqrt(2.0 / dof), reduced, 1.0)
 
 
 def _update_damping(lam: Array, phi: Array, phi_new: Array, predicted: Array, slope: Array, accept: Array) -> Array:
@@ -479,12 +501,15 @@ class _Solver:
     def _covariance(self, state: dict[str, Array], flux: Array, w: Array) -> dict[str, Array]:
         """Laplace covariance ``(A - H_prior + box precision)^-1`` in physical units.
 
-        ``A`` is the Gauss-Newton matrix ``J^T W J`` with the model's
-        label-space error marginalized (:func:`bayesslam.emulator.marginal_precision`;
-        ``J^T W J`` itself for a model without one).
+        ``A`` is the Gauss-Newton matrix ``J^T W J``, divided by the star's
+        misfit scale (:func:`misfit_scale`), with the model's label-space
+        error marginalized (:func:`bayesslam.emulator.marginal_precision`;
+        no change for a model without one).
         """
         _, _, hp = self._log_prior_terms(state["z"])
-        fisher = marginal_precision(state["gauss_newton"], self.label_error_z)
+        dof = jnp.maximum(jnp.sum(w > 0, axis=-1) - self.n_label, 1)
+        fisher = marginal_precision(state["gauss_newton"] / misfit_scale(state["chi2"], dof)[:, None, None],
+                                    self.label_error_z)
         cov_z = jnp.linalg.inv(fisher - hp + jnp.asarray(self.box_precision))
         return dict(covariance=cov_z * (self.scale[:, None] * self.scale[None, :]))
 
