@@ -204,13 +204,14 @@ def test_default_model_describes_real_sdss_m_dwarfs_at_reduced_chi2_near_one(sds
     import bayesslam
     from bayesslam.emulator import default_model_path, load_model
 
-    table = bayesslam.fit(sdss_files)
+    prepared = bayesslam.prepare(sdss_files)
+    table = bayesslam.fit(prepared)
     assert table.meta["ERRMODEL"] == "label+pixel"
     chi2 = np.asarray(table["REDUCED_CHI2"])
     print("reduced chi2 of the real SDSS M dwarfs:", chi2.round(3))
     assert np.all((chi2 > 0.7) & (chi2 < 1.5))
     # negative control: the out-of-fold variance s_j^2, which holds the training spectra's noise
-    diagonal = bayesslam.fit(sdss_files, model=load_model(default_model_path()).with_error_model(None))
+    diagonal = bayesslam.fit(prepared, model=load_model(default_model_path()).with_error_model(None))
     assert diagonal.meta["ERRMODEL"] == "diagonal"
     assert np.all(np.asarray(diagonal["REDUCED_CHI2"]) < 0.6)
 

@@ -112,7 +112,7 @@ def test_nuts_and_emcee_agree_on_a_mock_star(emulator, test_set):
     i = int(np.argmin(np.abs(snr - 20)))
     nuts = sample_nuts(emulator, flux[i], ivar[i], rng_key=jax.random.key(9), num_warmup=1000,
                        num_samples=2000, num_chains=2, progress=False)
-    walkers = sample_emcee(emulator, flux[i], ivar[i], seed=9, n_walkers=32, n_steps=5000, n_burn=1000, progress=False)
+    walkers = sample_emcee(emulator, flux[i], ivar[i], seed=9, n_walkers=32, n_steps=3000, n_burn=1000, progress=False)
     for k in (0, 2):
         a, b = nuts.summary, walkers.summary
         assert abs(a["mean"][0, k] - b["mean"][0, k]) < 0.1 * a["sd"][0, k]
@@ -125,7 +125,7 @@ def test_float32_and_float64_emulators_give_the_same_posterior(emulator, test_se
     flux, ivar, _, snr = test_set
     stars = np.argsort(np.abs(snr - 20))[:2]
     posts = [sample_nuts(emulator, flux[stars], ivar[stars], rng_key=jax.random.key(seed), num_warmup=500,
-                         num_samples=1000, num_chains=4, emulator_dtype=dtype, progress=False)
+                         num_samples=600, num_chains=4, emulator_dtype=dtype, progress=False)
              for seed, dtype in ((1, "float32"), (2, "float64"))]
     a, b = posts[0].summary, posts[1].summary
     se = a["sd"] / np.sqrt(np.minimum(a["ess_bulk"], b["ess_bulk"]))  # standard error of one mean
