@@ -18,7 +18,7 @@ from bayesslam.infer import FitStatus, fit_map, sample_nuts
 from bayesslam.infer.likelihood import log_likelihood
 from bayesslam.infer.priors import default_prior
 from bayesslam.train import deconvolved_pixel_variance, fit_label_covariance
-from bayesslam.train.error_model import ErrorModelFitError, fisher_matrices, prior_precision
+from bayesslam.train.error_model import ErrorModelFitError, fisher_matrices
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -65,7 +65,7 @@ def learnt(toy):
     fit = fit_map(toy, flux, ivar)
     ok = fit.status == FitStatus.CONVERGED
     fisher = fisher_matrices(toy, fit.labels[ok], ivar[ok])
-    precision = prior_precision(default_prior(toy))
+    precision = default_prior(toy).laplace_precision()
     return fit_label_covariance(fit.labels[ok] - truth[ok], fisher, precision, scale=toy.training_labels.std(axis=0))
 
 

@@ -50,7 +50,6 @@ from typing import Any, Callable, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from jax import Array
 from tqdm.auto import tqdm
 
@@ -294,18 +293,13 @@ class _Solver:
         bounds = prior.bounds
         z_lo = (bounds[:, 0] - mean) / scale
         z_hi = (bounds[:, 1] - mean) / scale
-        # A uniform label's prior enters the Laplace precision as a Gaussian of the same
-        # variance (width**2 / 12): negligible for labels the spectrum constrains, and it
-        # keeps sigma at the prior's for labels the spectrum does not constrain.
-        uniform = np.array([isinstance(d, dist.Uniform) for d in prior.marginals])
-        width_z = np.where(uniform, z_hi - z_lo, np.inf)
         self.host = _HostArrays(training, mean, scale, z_lo, z_hi)
         self.prior = prior
         self.fast = isinstance(model, Emulator)
         self.mixed = self.fast and model.dtype == np.float64
         self.model, self.static_model = split_model(model)  # a model that is not a pytree is static
         self.mean, self.scale, self.z_lo, self.z_hi = (jnp.asarray(a) for a in (mean, scale, z_lo, z_hi))
-        self.box_precision = jnp.asarray(np.diag(np.where(uniform, 12.0 / width_z**2, 0.0)))
+        self.box_precision = jnp.asarray(prior.laplace_precision() * np.outer(scale, scale))  # standardized units
         label_error = np.asarray(getattr(model, "label_error_covariance", np.zeros((len(mean), len(mean)))))
         self.label_error_z = jnp.asarray(label_error / np.outer(scale, scale))
         self.low = model.astype(jnp.float32) if self.mixed else None

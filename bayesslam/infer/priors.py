@@ -171,6 +171,20 @@ class LabelPrior:
         highs = [float(getattr(d.support, "upper_bound", np.inf)) for d in self.marginals]
         return np.column_stack([lows, highs])
 
+    def laplace_precision(self) -> np.ndarray:
+        """The precision this prior adds to a Laplace covariance, physical units, ``(n_label, n_label)``.
+
+        A uniform label enters as a Gaussian of the same variance, precision
+        ``12 / width**2``: negligible for labels the spectrum constrains, and
+        it keeps sigma at the prior's for labels the spectrum does not
+        constrain. Other marginals add nothing here (their curvature is
+        the log density's Hessian).
+        """
+        bounds = self.bounds
+        uniform = np.array([isinstance(d, dist.Uniform) for d in self.marginals])
+        width = np.where(uniform, bounds[:, 1] - bounds[:, 0], np.inf)
+        return np.diag(np.where(uniform, 12.0 / width**2, 0.0))
+
     def sample(self) -> Array:
         """Draw the labels inside a NumPyro model; returns the label vector(s).
 

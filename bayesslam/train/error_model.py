@@ -30,19 +30,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from scipy.optimize import minimize
 
 from bayesslam._precision import in_float64
 from bayesslam.emulator import Emulator, label_jacobian, marginal_precision
 from bayesslam.errors import BayesSlamError
-from bayesslam.infer.priors import LabelPrior
+from bayesslam.infer.likelihood import pixel_variance, usable
 
 __all__ = [
     "ErrorModelFitError",
     "deconvolved_pixel_variance",
     "fisher_matrices",
-    "prior_precision",
     "fit_label_covariance",
     "laplace_covariance",
 ]
@@ -108,9 +106,8 @@ def fisher_matrices(emulator: Any, labels: Any, ivar: Any) -> np.ndarray:
     """
     labels = np.asarray(labels, dtype=float)
     ivar = np.asarray(ivar, dtype=float)
-    var = np.asarray(emulator.model_variance)
-    good = (ivar > 0) & np.isfinite(var)[None, :]
-    w = np.where(good, 1.0 / (1.0 / np.where(good, ivar, 1.0) + np.where(np.isfinite(var), var, 0.0)), 0.0)
+    var = emulator.model_variance
+    w = np.asarray(jnp.where(usable(ivar, var), 1.0 / pixel_variance(ivar, var), 0.0))
     out = np.full((len(labels), labels.shape[1], labels.shape[1]), np.nan)
     rows = np.flatnonzero(np.all(np.isfinite(labels), axis=1))
     for lo in range(0, rows.size, _FISHER_CHUNK):
@@ -130,18 +127,6 @@ _FISHER_CHUNK = 256
 @jax.jit
 def _weighted_gram(jac: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.einsum("spk,sp,spl->skl", jac, w, jac)
-
-
-def prior_precision(prior: LabelPrior) -> np.ndarray:
-    """The precision a prior adds to a Laplace covariance: ``12 / width**2`` for each uniform label.
-
-    As in :func:`bayesslam.infer.fit_map` (a uniform label enters as a
-    Gaussian of its variance); other marginals add nothing here.
-    """
-    bounds = np.asarray(prior.bounds, dtype=float)
-    width = bounds[:, 1] - bounds[:, 0]
-    uniform = np.array([isinstance(d, dist.Uniform) for d in prior.marginals])
-    return np.diag(np.where(uniform & (width > 0), 12.0 / np.where(width > 0, width, 1.0) ** 2, 0.0))
 
 
 def laplace_covariance(fisher: Any, label_covariance: Any, precision: Any) -> np.ndarray:
@@ -184,7 +169,7 @@ def fit_label_covariance(errors: Any, fisher: Any, precision: Any, scale: Any | 
     fisher : array_like, shape (n_star, n_label, n_label)
         Each spectrum's Fisher matrix at ``theta_hat``.
     precision : array_like, shape (n_label, n_label)
-        The prior's precision ``Q`` (:func:`prior_precision`).
+        The prior's precision ``Q`` (:meth:`~bayesslam.infer.priors.LabelPrior.laplace_precision`).
     scale : array_like, shape (n_label,), optional
         Label scales for the optimization (e.g. the training labels' standard
         deviations); default the errors' standard deviations.

@@ -56,7 +56,6 @@ from bayesslam.train.error_model import (
     fisher_matrices,
     fit_label_covariance,
     laplace_covariance,
-    prior_precision,
 )
 from bayesslam.train.libsvm import libsvm_final_fits
 from bayesslam.train.settings import BATCHED_FINAL_TOL_FACTOR, BATCHED_MAX_ITER, TrainingDataError
@@ -190,7 +189,7 @@ def _with_pixel_variance(emulators: list[Emulator], pixel_variance: np.ndarray) 
 
 def _record(model: SlamModel, labels: np.ndarray, fisher: np.ndarray, status: np.ndarray, flux: np.ndarray,
             ivar: np.ndarray, label_covariance: np.ndarray) -> OutOfFoldLabels:
-    precision = prior_precision(default_prior(model.emulator))
+    precision = default_prior(model.emulator).laplace_precision()
     sigma = np.full_like(labels, np.nan)
     ok = np.all(np.isfinite(labels), axis=1)
     if ok.any():
@@ -222,10 +221,15 @@ def out_of_fold_labels(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 
     OutOfFoldLabels
         Failed fits have NaN labels and sigmas and their status code.
     """
-    start = time.perf_counter()
     flux, ivar = _check_training_spectra(model, flux, ivar)
-    emulators = _with_pixel_variance(_fold_emulators(model, flux, ivar, n_jobs, progress),
-                                     np.asarray(model.emulator.model_variance))
+    return _out_of_fold_labels(model, flux, ivar, _fold_emulators(model, flux, ivar, n_jobs, progress))
+
+
+def _out_of_fold_labels(model: SlamModel, flux: np.ndarray, ivar: np.ndarray,
+                        emulators: list[Emulator]) -> OutOfFoldLabels:
+    """:func:`out_of_fold_labels` with checked spectra and the fold banks already refitted."""
+    start = time.perf_counter()
+    emulators = _with_pixel_variance(emulators, np.asarray(model.emulator.model_variance))
     labels, fisher, status = _out_of_fold_fits(model, emulators, flux, ivar)
     record = _record(model, labels, fisher, status, flux, ivar, np.asarray(model.emulator.label_error_covariance))
     logger.info("label-level CV of %d training stars (%d folds): %d converged, %.0f s", len(status), len(emulators),
@@ -266,9 +270,14 @@ def learn_error_model(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1
     ErrorModelFitError
         If too few training stars could be fitted.
     """
-    start = time.perf_counter()
     flux, ivar = _check_training_spectra(model, flux, ivar)
-    emulators = _fold_emulators(model, flux, ivar, n_jobs, progress)
+    return _learn_error_model(model, flux, ivar, _fold_emulators(model, flux, ivar, n_jobs, progress))
+
+
+def _learn_error_model(model: SlamModel, flux: np.ndarray, ivar: np.ndarray,
+                       emulators: list[Emulator]) -> tuple[EmulatorErrorModel, OutOfFoldLabels]:
+    """:func:`learn_error_model` with checked spectra and the fold banks already refitted."""
+    start = time.perf_counter()
     fold = np.asarray(model.training.fold)
     truth = model.training_labels
     residuals = np.zeros_like(flux)
@@ -279,7 +288,7 @@ def learn_error_model(model: SlamModel, flux: Any, ivar: Any, *, n_jobs: int = 1
     pixel_variance = np.where(trained, deconvolved_pixel_variance(residuals, np.where(trained, ivar, 0.0)), np.inf)
     emulators = _with_pixel_variance(emulators, pixel_variance)
     labels, fisher, status = _out_of_fold_fits(model, emulators, flux, ivar)
-    precision = prior_precision(default_prior(model.emulator))
+    precision = default_prior(model.emulator).laplace_precision()
     covariance = fit_label_covariance(labels - truth, fisher, precision, scale=np.std(truth, axis=0))
     n_folds = len(emulators)
     error_model = EmulatorErrorModel(pixel_variance, covariance, {
@@ -356,15 +365,17 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, error_model: bool =
     -------
     SlamModel
     """
+    flux, ivar = _check_training_spectra(model, flux, ivar)
+    emulators = _fold_emulators(model, flux, ivar, n_jobs, progress)  # refitted once, for both steps below
+    label_cv = None
     if error_model:
         try:
-            errors, label_cv = learn_error_model(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+            errors, label_cv = _learn_error_model(model, flux, ivar, emulators)
             model = model.with_error_model(errors)
         except ErrorModelFitError as exc:
             logger.warning("no emulator error model (%s); the likelihood stays diagonal.", exc)
-            label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
-    else:
-        label_cv = out_of_fold_labels(model, flux, ivar, n_jobs=n_jobs, progress=progress)
+    if label_cv is None:
+        label_cv = _out_of_fold_labels(model, flux, ivar, emulators)
     out = model.with_label_cv(label_cv).with_snr_laws(label_cv_snr_laws(model, label_cv))
     if not calibrate:
         return out
