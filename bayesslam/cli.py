@@ -1,9 +1,11 @@
 """The ``bayesslam`` command: argument parsing, and one call into the library per command.
 
 ``prepare`` calls :func:`bayesslam.preparation.prepare_files`, ``mock``
-:func:`bayesslam.mock.generate_survey_files`, and ``train``, ``fit`` and
+:func:`bayesslam.mock.generate_survey_files`, ``train``, ``fit`` and
 ``sample`` the pipeline (:func:`bayesslam.pipeline.train`,
-:func:`~bayesslam.pipeline.fit_labels`, :func:`~bayesslam.pipeline.sample_labels`).
+:func:`~bayesslam.pipeline.fit_labels`, :func:`~bayesslam.pipeline.sample_labels`),
+and ``population`` :func:`bayesslam.population.reweight_population` on the
+posteriors that ``sample`` wrote.
 """
 
 from __future__ import annotations
@@ -189,6 +191,15 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--draws", type=int, default=1000, help="kept draws per chain or walker")
     sample.add_argument("--chains", type=int, default=1, help="NUTS chains per star")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.add_argument("--groups", type=Path, metavar="TABLE",
+                        help="groups table (CSV or FITS, columns identifier and group): the stars of a group share "
+                             "the --shared labels and are sampled jointly with NUTS (wide binaries, clusters); the "
+                             "catalog gets a GROUPS extension with one row per group")
+    sample.add_argument("--shared", default="fe_h,alpha_m",
+                        help="labels the stars of a group share, comma-separated (%(default)s)")
+    sample.add_argument("--intrinsic-scatter", action="store_true",
+                        help="members scatter around their group's shared labels with a sampled intrinsic standard "
+                             "deviation (clusters) instead of sharing them exactly (binaries)")
     sample.add_argument("--overwrite", action="store_true", help="replace an existing output")
     sample.add_argument("--strict", action="store_true", help=STRICT_HELP)
     sample.set_defaults(handler=_run_sample)
@@ -230,19 +241,107 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    """``bayesslam sample SPECTRA... [-m MODEL] -o POSTERIORS.nc``: NUTS or emcee posteriors."""
+    """``bayesslam sample SPECTRA... [-m MODEL] -o POSTERIORS.nc [--groups TABLE]``: NUTS or emcee posteriors."""
     from bayesslam.catalog import write_catalog
     from bayesslam.pipeline import sample_labels
 
     _check_output(args.output, args.overwrite)
-    result = sample_labels(args.spectra, args.model, seed=args.seed, sampler=args.sampler, num_warmup=args.warmup,
-                           num_samples=args.draws, num_chains=args.chains, progress=args.progress)
+    extensions = {}
+    if args.groups:
+        from bayesslam.pipeline import sample_grouped
+
+        if args.sampler != "nuts":
+            raise BayesSlamError("--groups samples with NUTS only; leave out --sampler emcee.")
+        result = sample_grouped(args.spectra, args.groups, args.model, shared=tuple(args.shared.split(",")),
+                                scatter=args.intrinsic_scatter, seed=args.seed, num_warmup=args.warmup,
+                                num_samples=args.draws, num_chains=args.chains, progress=args.progress)
+        extensions["GROUPS"] = result.groups_table
+        logger.info("%d group(s) of %d stars, sharing %s%s", len(result.groups_table), len(result.catalog),
+                    args.shared, " with an intrinsic scatter" if args.intrinsic_scatter else "")
+    else:
+        result = sample_labels(args.spectra, args.model, seed=args.seed, sampler=args.sampler,
+                               num_warmup=args.warmup, num_samples=args.draws, num_chains=args.chains,
+                               progress=args.progress)
     result.to_netcdf(args.output)
     catalog = args.catalog or args.output.with_suffix(".fits")
-    write_catalog(result.catalog, catalog, failures=result.failures, overwrite=True)
+    write_catalog(result.catalog, catalog, failures=result.failures, extensions=extensions, overwrite=True)
     _log_table(result.catalog)
     logger.info("posteriors -> %s, catalog -> %s", args.output, catalog)
     return _failures_status(result.failures, args.strict)
+
+
+#: Units of the labels in the population command's log (other labels: none given).
+LABEL_UNITS = {"teff": "K", "logg": "dex", "fe_h": "dex", "alpha_m": "dex"}
+
+
+def _add_population(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "population",
+        help="population distribution of one label from the per-star posteriors of `sample` -> NetCDF + PNG",
+        description=(
+            "Infer the distribution of one label over the stars of a posterior file written by `bayesslam "
+            "sample` (Gaussian, Gaussian mixture or smooth histogram, truncated to the label's range) by "
+            "importance reweighting of each star's draws with its sampling prior divided out (Hogg, Myers & "
+            "Bovy 2010). Writes the hyperposterior (ArviZ NetCDF, with each star's estimate under the "
+            "population and its effective number of draws) and a PNG."
+        ),
+    )
+    parser.add_argument("posteriors", type=Path, metavar="POSTERIORS.nc", help="posterior NetCDF file written by `bayesslam sample`")
+    parser.add_argument("--label", required=True, help="the label, e.g. fe_h")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="population model: gaussian, mixture:K (K Gaussians) or histogram[:N_BINS] (a smooth "
+                             "histogram, 12 bins by default)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="HYPER.nc",
+                        help="hyperposterior NetCDF file")
+    parser.add_argument("--plot", type=Path, metavar="PNG", help="PNG of the population (default: HYPER.nc with .png)")
+    parser.add_argument("--draws-per-star", type=int, default=1000, metavar="N",
+                        help="posterior draws used per star, a random subset (%(default)s)")
+    parser.add_argument("--warmup", type=int, default=500, help="NUTS warm-up steps per chain (%(default)s)")
+    parser.add_argument("--samples", type=int, default=1000, help="NUTS draws per chain (%(default)s)")
+    parser.add_argument("--chains", type=int, default=2, help="NUTS chains (%(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(handler=_run_population)
+
+
+def _run_population(args: argparse.Namespace) -> int:
+    """``bayesslam population POSTERIORS.nc --label L --model M -o HYPER.nc``: a label's population distribution."""
+    import numpy as np
+
+    from bayesslam.population import draws_from_posterior, parse_population_model, reweight_population
+    from bayesslam.population.plotting import plot_population
+
+    model = parse_population_model(args.model)
+    for option, value, least in (("--draws-per-star", args.draws_per_star, 2), ("--warmup", args.warmup, 1),
+                                 ("--samples", args.samples, 1), ("--chains", args.chains, 1)):
+        if value < least:
+            raise BayesSlamError(f"{option} must be at least {least}, got {value}.")
+    plot = args.plot or args.output.with_suffix(".png")
+    if plot == args.output:
+        raise BayesSlamError(f"--plot and -o are the same file {plot}; give the plot a .png name.")
+    _check_output(args.output, args.overwrite)
+    _check_output(plot, args.overwrite)
+    draws = draws_from_posterior(args.posteriors, args.label)
+    n_star, n_draw = draws.values.shape
+    logger.info("%s of %d stars, %d draws each (%d used), range [%g, %g]: %s population", args.label, n_star, n_draw,
+                min(n_draw, args.draws_per_star), *draws.bounds, model.name)
+    result = reweight_population(draws, model, num_warmup=args.warmup, num_samples=args.samples,
+                                 num_chains=args.chains, seed=args.seed, max_draws=args.draws_per_star,
+                                 progress=args.progress)
+    result.to_netcdf(args.output)
+    plot_population(result, plot)
+    unit = LABEL_UNITS.get(args.label, "")
+    logger.info("hyperparameters (median and 68%% interval%s):", f", {unit}" if unit else "")
+    for name, entry in result.summary().items():
+        for index, (median, q16, q84) in enumerate(zip(*(np.atleast_1d(entry[k]) for k in ("median", "q16", "q84")))):
+            shown = name if np.ndim(entry["median"]) == 0 else f"{name}[{index}]"
+            logger.info("  %-14s %10.4f  [%.4f, %.4f]", shown, median, q16, q84)
+    if result.effective_draws is not None:
+        worst = int(np.argmin(result.effective_draws))
+        logger.info("smallest effective number of draws per star: %.1f of %d (%s)",
+                    float(result.effective_draws[worst]), result.star_values.shape[1], result.identifiers[worst])
+    logger.info("hyperposterior -> %s, plot -> %s", args.output, plot)
+    return 0
 
 
 def _failures_status(failures, strict: bool) -> int:
@@ -256,8 +355,9 @@ def _failures_status(failures, strict: bool) -> int:
 
 
 def _log_table(table) -> None:
-    """Log one line per star: MAP labels with the catalog's recommended sigma ``L_ERR``."""
+    """Log one line per star: posterior medians (MAP labels without a posterior) with the recommended sigma ``L_ERR``."""
     label_names = table.meta["LABELS"].split(",")
+    kind = "MEDIAN" if f"{label_names[0].upper()}_MEDIAN" in table.colnames else "MAP"
     logger.info("errors: %s", {"none": "statistical (the model has no error calibration)",
                                "laplace": "calibrated (Laplace calibration)",
                                "posterior": "calibrated (posterior calibration)"}[table.meta["ERRCALIB"]])
@@ -265,8 +365,8 @@ def _log_table(table) -> None:
     logger.info("  %-26s %6s  %s  %5s %s", "identifier", "SNR", head, "chi2r", "flags")
     for row in table:
         values = "  ".join(
-            f"{row[f'{n.upper()}_MAP']:8.3f}+-{row[f'{n.upper()}_ERR']:<6.3f}" if n != "teff"
-            else f"{row['TEFF_MAP']:8.1f}+-{row['TEFF_ERR']:<6.1f}"
+            f"{row[f'{n.upper()}_{kind}']:8.3f}+-{row[f'{n.upper()}_ERR']:<6.3f}" if n != "teff"
+            else f"{row[f'TEFF_{kind}']:8.1f}+-{row['TEFF_ERR']:<6.1f}"
             for n in label_names
         )
         logger.info("  %-26s %6.1f  %s  %5.2f %s", row["IDENTIFIER"], row["SNR"], values, row["REDUCED_CHI2"],
@@ -282,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(subparsers)
     _add_mock(subparsers)
     _add_inference(subparsers)
+    _add_population(subparsers)
     return parser
 
 

@@ -53,6 +53,8 @@ from bayesslam.infer import (
     sample_nuts,
 )
 from bayesslam.io import STANDARD_LABELS, label_table_names, read_label_table
+from bayesslam.population.groups import DEFAULT_SHARED, GroupError, GroupPosterior, assign_groups, read_groups
+from bayesslam.population.groups import sample_groups as _sample_groups
 from bayesslam.preparation import (
     ContinuumSettings,
     Failure,
@@ -72,6 +74,7 @@ __all__ = [
     "GridMismatchError",
     "FitResult",
     "SampleResult",
+    "GroupSampleResult",
     "load_model",
     "expand_paths",
     "check_grid",
@@ -80,6 +83,7 @@ __all__ = [
     "fit",
     "sample_labels",
     "sample",
+    "sample_grouped",
     "train",
 ]
 
@@ -472,6 +476,143 @@ def sample_labels(
                                  n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
                                  identifiers=batch.identifiers, progress=progress)
     return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
+
+
+@dataclass(frozen=True)
+class GroupSampleResult:
+    """Joint posteriors of stars in groups that share labels: what :func:`sample_grouped` returns.
+
+    Attributes
+    ----------
+    prepared : PreparedSpectra
+        The spectra as sampled, and the inputs that failed.
+    map : MapResult
+        The MAP fits the sampler started from.
+    posterior : GroupPosterior
+        Per-star and per-group draws and summaries.
+    catalog : astropy.table.Table
+        One row per star (a shared label's columns are its group's posterior).
+    groups_table : astropy.table.Table
+        One row per group (:meth:`GroupPosterior.table`).
+    """
+
+    prepared: PreparedSpectra
+    map: MapResult
+    posterior: GroupPosterior
+    catalog: Table
+    groups_table: Table
+
+    @property
+    def failures(self) -> tuple[Failure, ...]:
+        """Inputs that could not be read, prepared or grouped, with the reason."""
+        return self.prepared.failures
+
+    def to_netcdf(self, path: str | os.PathLike) -> Path:
+        """Write the per-star and per-group draws (ArviZ NetCDF) to ``path``."""
+        return self.posterior.to_netcdf(path)
+
+
+def _grouped(prepared: PreparedSpectra, result: MapResult,
+             groups: Mapping[str, str]) -> tuple[PreparedSpectra, MapResult, Mapping[str, str]]:
+    """The stars of the groups table that can be sampled; a star whose partners all failed becomes a failed input.
+
+    Raises
+    ------
+    GroupError
+        If the table names stars that are neither among the spectra nor
+        among the failed inputs, or a spectrum is in no group.
+    """
+    ids = list(prepared.spectra.identifiers)
+    failed = {f.identifier for f in prepared.failures if f.identifier}
+    unknown = sorted(set(groups) - set(ids) - failed)
+    if unknown and len(unknown) > len([f for f in prepared.failures if not f.identifier]):
+        raise GroupError(f"the groups table names {len(unknown)} star(s) that are not among the spectra, e.g. "
+                         f"{unknown[:5]}; check the identifiers, or give those stars' spectra too.")
+    if unknown:
+        logger.warning("%d star(s) of the groups table are not among the usable spectra (e.g. %s); %d input(s) "
+                       "failed before naming their star.", len(unknown), unknown[:3],
+                       len([f for f in prepared.failures if not f.identifier]))
+    present = {i: groups[i] for i in ids if i in groups}
+    sizes = Counter(present.values())
+    alone = [i for i, g in present.items() if sizes[g] == 1]
+    if alone:
+        logger.warning("%d star(s) have no usable partner left in their group; they are listed as failed.",
+                       len(alone))
+    keep = np.array([k for k, i in enumerate(ids) if i not in alone], dtype=np.int64)
+    meta = prepared.spectra.meta
+    dropped = [Failure(meta[k].source, GroupError.__name__,
+                       f"star {ids[k]!r}: no other star of its group {groups.get(ids[k])!r} could be used; sample it "
+                       "alone (bayesslam sample without --groups).", ids[k]) for k in range(len(ids)) if ids[k] in alone]
+    if len(keep) == len(ids):
+        return prepared, result, present
+    return prepared.take(keep, dropped), result.take(keep), {i: g for i, g in present.items() if i not in alone}
+
+
+@in_float64
+def sample_grouped(
+    spectra: SpectraInput,
+    groups: str | os.PathLike | Mapping[str, str],
+    model: ModelInput = None,
+    *,
+    shared: Sequence[str] = DEFAULT_SHARED,
+    scatter: bool = False,
+    seed: int = 0,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    num_chains: int = 1,
+    prior: LabelPrior | None = None,
+    progress: bool = False,
+) -> GroupSampleResult:
+    """Joint posteriors of stars in groups that share labels (wide binaries, clusters), from their spectra.
+
+    Parameters
+    ----------
+    spectra : SpectraInput
+        As for :func:`prepare`: every star must be in a group.
+    groups : path or mapping
+        A groups table (CSV or FITS, columns ``identifier`` and ``group``)
+        or ``{identifier: group}``.
+    model : SlamModel, path or None
+    shared : sequence of str
+        The labels the members of a group share (default [Fe/H] and [alpha/M]).
+    scatter : bool
+        Sample an intrinsic scatter of the shared labels per group (clusters)
+        instead of sharing them exactly (binaries).
+    seed, num_warmup, num_samples, num_chains, prior, progress
+        As for :func:`sample_labels` (NUTS).
+
+    Returns
+    -------
+    GroupSampleResult
+
+    Raises
+    ------
+    GroupError
+        For a groups table naming unknown stars, a spectrum in no group, a
+        group of one star, or a shared label the model lacks.
+    """
+    import jax
+
+    model = _model(model)
+    mapping = read_groups(groups) if isinstance(groups, (str, os.PathLike)) else dict(groups)
+    unknown = [label for label in shared if label not in model.label_names]
+    if unknown or not shared:
+        raise GroupError(f"cannot share {unknown or 'no labels'}: the model's labels are {list(model.label_names)}.")
+    prepared = prepare(spectra, model, progress=progress)
+    emulator = model.emulator
+    result = fit_map(emulator, prepared.spectra.flux, prepared.spectra.ivar, prior=prior)
+    prepared, result = _sampleable(prepared, result)
+    prepared, result, mapping = _grouped(prepared, result, mapping)
+    batch = prepared.spectra
+    grouping = assign_groups(batch.identifiers, mapping)
+    posterior = _sample_groups(emulator, batch.flux, batch.ivar, grouping, rng_key=jax.random.key(seed),
+                               shared=shared, scatter=scatter, prior=prior, num_warmup=num_warmup,
+                               num_samples=num_samples, num_chains=num_chains, init_labels=result.labels,
+                               init_sigma=result.sigma, progress=progress)
+    catalog = _catalog(model, prepared, result, posterior.stars)
+    catalog["GROUP"] = [grouping.names[g] for g in grouping.group_of]
+    catalog["GROUP"].description = "the star's group (its shared labels are the group's)"
+    return GroupSampleResult(prepared, result, posterior, catalog, posterior.table())
 
 
 def _sampleable(prepared: PreparedSpectra, result: MapResult) -> tuple[PreparedSpectra, MapResult]:

@@ -54,6 +54,34 @@ def test_fit_and_sample_with_the_default_model(tmp_path: Path, sdss_files):
     assert np.ma.is_masked(sampled["TEFF_RHAT"][0]) and not sampled["FLAGS"][0] & 8
 
 
+def test_sample_groups_of_stars_that_share_labels(tmp_path: Path):
+    """`sample --groups`: a mock wide binary and a made-up pair share [Fe/H] and [alpha/M]; the catalog has a
+    GROUPS extension with one row per group; a table naming an unknown star is a named error (exit 2)."""
+    import arviz as az
+    from astropy.table import Table
+
+    mock = Path(__file__).resolve().parents[1] / "examples" / "data" / "mock"
+    pair = ["spec-90000-60000-0011", "spec-90000-60000-0012"]  # the mock's binary (labels.csv group_id 0)
+    other = ["spec-90000-60000-0001", "spec-90000-60000-0002"]
+    groups = tmp_path / "groups.csv"
+    groups.write_text("identifier,group\n" + "".join(f"{s},b0\n" for s in pair) + "".join(f"{s},p1\n" for s in other))
+    files = [str(mock / f"{s}.fits") for s in pair + other]
+    posterior = tmp_path / "post.nc"
+    assert main(["sample", *files, "--groups", str(groups), "-o", str(posterior), "--warmup", "60",
+                 "--draws", "60"]) == 0
+    idata = az.from_netcdf(posterior)
+    assert idata.posterior["group_fe_h"].shape == (1, 60, 2)
+    np.testing.assert_array_equal(idata.posterior["fe_h"].values[..., 0], idata.posterior["fe_h"].values[..., 1])
+    catalog = Table.read(posterior.with_suffix(".fits"), hdu="CATALOG")
+    assert list(catalog["GROUP"]) == ["b0", "b0", "p1", "p1"]
+    assert catalog["FE_H_MEDIAN"][0] == catalog["FE_H_MEDIAN"][1]
+    table = Table.read(posterior.with_suffix(".fits"), hdu="GROUPS")
+    assert list(table["GROUP"]) == ["b0", "p1"] and list(table["N_STARS"]) == [2, 2]
+    assert table["GROUP_FE_H_MEDIAN"][0] == pytest.approx(catalog["FE_H_MEDIAN"][0])
+    groups.write_text(groups.read_text() + "spec-99999-60000-0001,p1\n")
+    assert main(["sample", *files, "--groups", str(groups), "-o", str(posterior), "--overwrite"]) == 2
+
+
 def test_fit_refuses_a_prepared_file_on_another_grid(tmp_path: Path, sdss_files):
     prepared = tmp_path / "prep.fits"
     assert main(["prepare", str(sdss_files[0]), "-o", str(prepared), "--window", "6500", "8000"]) == 0

@@ -356,8 +356,18 @@ def failed_table(failures: Sequence[Failure]) -> Table:
     return table
 
 
+def _table_hdu(table: Table, name: str) -> fits.BinTableHDU:
+    """A named FITS table extension with each column's description as ``TCOMMn``."""
+    hdu = fits.table_to_hdu(table)
+    hdu.name = name
+    for number, column in enumerate(table.itercols(), start=1):
+        if column.description:
+            hdu.header[f"TCOMM{number}"] = column.description
+    return hdu
+
+
 def write_catalog(table: Table, path: str | Path, *, failures: Sequence[Failure] = (),
-                  overwrite: bool = False) -> Path:
+                  extensions: Mapping[str, Table] | None = None, overwrite: bool = False) -> Path:
     """Write the catalog (extension ``CATALOG``) and the failed inputs (extension ``FAILED``) to FITS, atomically.
 
     Parameters
@@ -368,6 +378,9 @@ def write_catalog(table: Table, path: str | Path, *, failures: Sequence[Failure]
     failures : sequence of Failure
         The inputs that could not be used (written even when empty, so
         every catalog says how many failed: header ``NFAILED``).
+    extensions : mapping of str to astropy.table.Table, optional
+        More tables, each written as the extension of its name (e.g.
+        ``GROUPS``: one row per group of stars that share labels).
     overwrite : bool
         Replace an existing file.
 
@@ -379,13 +392,8 @@ def write_catalog(table: Table, path: str | Path, *, failures: Sequence[Failure]
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    catalog = fits.table_to_hdu(table)
-    catalog.name = "CATALOG"
-    for number, column in enumerate(table.itercols(), start=1):
-        if column.description:
-            catalog.header[f"TCOMM{number}"] = column.description
+    catalog = _table_hdu(table, "CATALOG")
     catalog.header["NFAILED"] = (len(failures), "inputs that failed: extension FAILED")
-    failed = fits.table_to_hdu(failed_table(failures))
-    failed.name = "FAILED"
-    hdul = fits.HDUList([fits.PrimaryHDU(), catalog, failed])
+    hdul = fits.HDUList([fits.PrimaryHDU(), catalog, _table_hdu(failed_table(failures), "FAILED")])
+    hdul.extend(_table_hdu(extra, name) for name, extra in (extensions or {}).items())
     return atomic_write(path, lambda stream: hdul.writeto(stream))

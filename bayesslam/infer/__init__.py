@@ -32,6 +32,8 @@ from bayesslam.infer.priors import (
     box_prior,
     custom_prior,
     default_prior,
+    prior_from_record,
+    prior_record,
     training_density_prior,
 )
 from bayesslam.infer.results import FitStatus, MapResult, Posterior, SamplingError
@@ -65,5 +67,7 @@ __all__ = [
     "sample_nuts",
     "slam_model",
     "training_density_prior",
+    "prior_record",
+    "prior_from_record",
     "usable",
 ]

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from bayesslam._precision import in_float64
 from bayesslam.errors import BayesSlamError
 from bayesslam.infer.model import NoiseModel, StaticModel, emulated_site, label_error_labels, slam_model, split_model
-from bayesslam.infer.priors import LabelPrior
+from bayesslam.infer.priors import LabelPrior, prior_record
 from bayesslam.infer.results import (
     Posterior,
     SamplingError,
@@ -142,7 +142,7 @@ def sample_emcee(
         taus.append(_autocorr_time(chain, ids[i]))
     stacked = np.stack(chains, axis=2)  # walker, draw, star, label
     samples = {name: stacked[..., k] for k, name in enumerate(names)}
-    idata = to_inference_data(samples, None, ids, "emcee")
+    idata = to_inference_data(samples, None, ids, "emcee", prior_record(prior))
     summary = summarize(idata, names, np.zeros(flux.shape[0], dtype=int))
     tau = np.stack(taus)  # (star, label)
     n_kept = stacked.shape[0] * stacked.shape[1]

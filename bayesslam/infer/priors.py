@@ -13,6 +13,7 @@ site) plus an optional joint log-density term. Three kinds are provided:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -34,6 +35,8 @@ __all__ = [
     "default_prior",
     "training_density_prior",
     "custom_prior",
+    "prior_record",
+    "prior_from_record",
 ]
 
 
@@ -276,3 +279,61 @@ def custom_prior(
         marginals[k] = d
     described = ", ".join(f"{n}: {type(distributions[n]).__name__}" for n in names if n in distributions)
     return LabelPrior(tuple(names), tuple(marginals), None, f"user prior ({described}), others uniform over the box")
+
+
+#: Marginal distributions a prior record can hold (numpyro.distributions classes with scalar parameters).
+RECORDABLE = ("Uniform", "Normal", "TruncatedNormal", "LogNormal", "HalfNormal", "Beta", "Gamma", "StudentT",
+              "Cauchy", "Laplace", "Exponential")
+
+
+def prior_record(prior: LabelPrior) -> str:
+    """The prior as JSON text, kept with posterior draws so that it can be divided out later.
+
+    Each label's marginal is recorded as its NumPyro class and parameters
+    (for the classes in :data:`RECORDABLE`). A joint term (e.g. the training
+    density of :func:`training_density_prior`) or another marginal is
+    recorded by its description only, with ``"divisible": false``: such a
+    prior cannot be rebuilt, and population inference
+    (:mod:`bayesslam.population`) refuses draws sampled under it.
+    """
+    marginals, divisible = {}, prior.joint_log_density is None
+    for name, d in zip(prior.names, prior.marginals):
+        kind = type(d).__name__
+        params = {key: np.asarray(getattr(d, key, np.nan)).tolist() for key in d.arg_constraints}
+        if isinstance(d, dist.truncated.TwoSidedTruncatedDistribution) and isinstance(d.base_dist, dist.Normal):
+            kind = "TruncatedNormal"
+            params = {"loc": np.asarray(d.base_dist.loc).tolist(), "scale": np.asarray(d.base_dist.scale).tolist(),
+                      "low": np.asarray(d.low).tolist(), "high": np.asarray(d.high).tolist()}
+        recordable = kind in RECORDABLE and all(np.ndim(v) == 0 for v in params.values())
+        divisible &= recordable
+        marginals[name] = {"distribution": kind, "parameters": params if recordable else {}}
+    return json.dumps({"labels": list(prior.names), "marginals": marginals, "description": prior.description,
+                       "joint_term": prior.joint_log_density is not None, "divisible": bool(divisible)})
+
+
+def prior_from_record(record: str) -> LabelPrior:
+    """Rebuild the prior that :func:`prior_record` recorded.
+
+    Raises
+    ------
+    PriorError
+        If the record is not valid JSON of a prior record, or the prior had
+        a joint term or a marginal that cannot be rebuilt (``"divisible":
+        false``).
+    """
+    try:
+        data = json.loads(record)
+        names, marginals = tuple(data["labels"]), data["marginals"]
+        divisible = bool(data["divisible"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise PriorError(f"not a bayesslam prior record ({exc}); the draws must come from bayesslam's samplers.") from exc
+    if not divisible:
+        raise PriorError(f"the draws were sampled under a prior that cannot be rebuilt ({data.get('description')!r}: "
+                         "a joint term or an unrecorded marginal); sample them again with a box or custom prior.")
+    built = []
+    for name in names:
+        entry = marginals[name]
+        if entry["distribution"] not in RECORDABLE:
+            raise PriorError(f"the prior of {name!r} is a {entry['distribution']}, which a record cannot rebuild.")
+        built.append(getattr(dist, entry["distribution"])(**{k: float(v) for k, v in entry["parameters"].items()}))
+    return LabelPrior(names, tuple(built), None, str(data.get("description", "")))

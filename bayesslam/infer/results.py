@@ -19,7 +19,7 @@ import numpy as np
 
 from bayesslam.errors import BayesSlamError
 
-__all__ = ["FitStatus", "MapResult", "SamplingError", "Posterior", "summarize", "to_inference_data"]
+__all__ = ["FitStatus", "MapResult", "PRIOR_ATTRIBUTE", "SamplingError", "Posterior", "summarize", "to_inference_data"]
 
 
 class FitStatus(IntEnum):
@@ -196,11 +196,18 @@ def summarize(idata: az.InferenceData, names: Sequence[str], diverging: np.ndarr
     )
 
 
+#: Attribute of the posterior group that holds the sampling prior (:func:`bayesslam.infer.priors.prior_record`).
+PRIOR_ATTRIBUTE = "sampling_prior"
+
+
 def to_inference_data(samples: dict[str, np.ndarray], diverging: np.ndarray | None, ids: Sequence[str],
-                      method: str) -> az.InferenceData:
+                      method: str, prior: str | None = None) -> az.InferenceData:
     """ArviZ InferenceData of draws ``(chain, draw, star)`` per label, with a ``star`` coordinate.
 
-    ``diverging`` (NUTS) goes to ``sample_stats``; the sampler's name to the posterior's attributes.
+    ``diverging`` (NUTS) goes to ``sample_stats``; the sampler's name to the
+    posterior's attributes, and the sampling prior's record (JSON,
+    :func:`bayesslam.infer.priors.prior_record`) to its attribute
+    ``sampling_prior``, so that population inference can divide it out.
     """
     dims = {name: ["star"] for name in samples}
     stats = {} if diverging is None else {"diverging": diverging}
@@ -208,4 +215,6 @@ def to_inference_data(samples: dict[str, np.ndarray], diverging: np.ndarray | No
         posterior=samples, sample_stats=stats or None, coords={"star": list(ids)}, dims={**dims, "diverging": ["star"]}
     )
     idata.posterior.attrs["sampler"] = method
+    if prior is not None:
+        idata.posterior.attrs[PRIOR_ATTRIBUTE] = prior
     return idata

@@ -39,7 +39,7 @@ from bayesslam.infer.model import (
     split_model,
 )
 from bayesslam.infer.nuts import build_nuts_runner
-from bayesslam.infer.priors import LabelPrior, default_prior
+from bayesslam.infer.priors import LabelPrior, default_prior, prior_record
 from bayesslam.infer.results import (
     MapResult,
     Posterior,
@@ -307,7 +307,7 @@ def sample_nuts(
         samples[name] = np.moveaxis(values.reshape(shape), 0, -1)
     div_per_star = np.moveaxis(np.concatenate(div_draws).reshape(shape), 0, -1)
     n_div = div_per_star.sum(axis=(0, 1))
-    idata = to_inference_data(samples, div_per_star, ids, "nuts")
+    idata = to_inference_data(samples, div_per_star, ids, "nuts", prior_record(prior))
     summary = summarize(idata, prior.names, n_div)
     n_bad = int(np.sum(n_div > 0))
     if n_bad:
