@@ -7,9 +7,12 @@
   every star's labels, from the spectra (NumPyro NUTS);
 * :mod:`~bayesslam.population.reweighting`: their hyperposterior from
   per-star posterior draws with the sampling prior divided out;
-* :mod:`~bayesslam.population.result`: what both routes return.
+* :mod:`~bayesslam.population.result`: what both routes return;
+* :mod:`~bayesslam.population.groups`: stars that share labels (wide
+  binaries exactly, clusters with an intrinsic scatter), sampled jointly;
 * :mod:`~bayesslam.population.pairs`: the paper's binary test (Delta label
-  and its z-score for pairs that share a label).
+  and its z-score for pairs that share a label);
+* :mod:`~bayesslam.population.plotting`: the population figure.
 """
 
 from bayesslam.population.distributions import (
@@ -21,7 +24,25 @@ from bayesslam.population.distributions import (
     parse_population_model,
     truncated_normal_log_density,
 )
+from bayesslam.population.groups import (
+    DEFAULT_SHARED,
+    GroupError,
+    GroupPosterior,
+    Groups,
+    assign_groups,
+    grouped_slam_model,
+    read_groups,
+    sample_groups,
+)
 from bayesslam.population.joint import PopulationPrior, label_index, population_slam_model, sample_population
+from bayesslam.population.pairs import (
+    PairComparison,
+    PairError,
+    compare_pairs,
+    pairs_from_groups,
+    pairs_from_table,
+    plot_pair_comparison,
+)
 from bayesslam.population.result import PopulationResult
 from bayesslam.population.reweighting import (
     StarDraws,
@@ -32,6 +53,20 @@ from bayesslam.population.reweighting import (
 )
 
 __all__ = [
+    "DEFAULT_SHARED",
+    "GroupError",
+    "GroupPosterior",
+    "Groups",
+    "PairComparison",
+    "PairError",
+    "assign_groups",
+    "compare_pairs",
+    "grouped_slam_model",
+    "pairs_from_groups",
+    "pairs_from_table",
+    "plot_pair_comparison",
+    "read_groups",
+    "sample_groups",
     "GaussianPopulation",
     "HistogramPopulation",
     "MixturePopulation",

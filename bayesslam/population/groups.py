@@ -5,9 +5,13 @@ stars belong together. In :func:`grouped_slam_model` the chosen labels
 (default [Fe/H] and [alpha/M]) are drawn once per group, from the same prior
 as a single star's (the training box), and every member takes them:
 exactly (``scatter=False``; sites ``group_<label>``), or each member from a
-Gaussian around them, truncated to the box, whose standard deviation is
-sampled too (``scatter=True``: sites ``group_<label>`` and
-``scatter_<label>``, prior HalfNormal). Teff and log g stay per star. The
+Gaussian around them whose standard deviation is sampled too
+(``scatter=True``: sites ``group_<label>``, ``scatter_<label>`` with a
+HalfNormal prior, and per member ``offset_<label> ~ Normal(0, 1)``, the
+label being ``group + scatter * offset``: non-centred, so that NUTS meets no
+funnel when the scatter is small against the stars' errors; the members'
+values are not truncated to the box, which the emulator's label-space error
+makes harmless). Teff and log g stay per star. The
 rest is :func:`bayesslam.infer.slam_model`, the one likelihood (with the
 emulator's error model), so a variant is a few lines of NumPyro.
 
@@ -44,7 +48,6 @@ from bayesslam.infer.model import emulated_site, label_error_labels, slam_model,
 from bayesslam.infer.nuts import build_nuts_runner
 from bayesslam.infer.priors import LabelPrior, default_prior, prior_record
 from bayesslam.infer.results import Posterior, summarize, to_inference_data
-from bayesslam.population.distributions import truncated_normal_log_density
 
 __all__ = ["GroupError", "Groups", "GroupPosterior", "read_groups", "assign_groups", "grouped_slam_model",
            "sample_groups", "DEFAULT_SHARED"]
@@ -53,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: Labels shared by default: wide binaries and clusters are born with one composition.
 DEFAULT_SHARED = ("fe_h", "alpha_m")
+
+#: Largest run (group) dimension with a dense mass matrix: beyond it (large clusters) the per-star blocks of the
+#: labels and their emulated values are too many for one dense matrix to adapt in a warm-up; diagonal instead.
+DENSE_MASS_MAX_DIM = 64
 
 #: Prior scale of a group's intrinsic scatter, as a fraction of the label's box width.
 SCATTER_PRIOR_FRACTION = 0.1
@@ -153,6 +160,11 @@ def _shared_indices(prior: LabelPrior, shared: Sequence[str]) -> tuple[int, ...]
     return tuple(list(prior.names).index(s) for s in shared)
 
 
+def offset_site(name: str) -> str:
+    """Name of a member's standardized offset from its group's value of a label: ``offset_<label>``."""
+    return f"offset_{name}"
+
+
 class _GroupPrior:
     """Per-star prior of a star plate whose shared labels come from its group (see :func:`grouped_slam_model`)."""
 
@@ -166,12 +178,11 @@ class _GroupPrior:
             if k in self.shared and k not in self.scatter:
                 values.append(numpyro.deterministic(name, self.shared[k]))
                 continue
-            x = numpyro.sample(name, marginal)
-            if k in self.scatter:
-                low, high = (float(b) for b in self.prior.bounds[k])
-                density = truncated_normal_log_density(x, self.shared[k], self.scatter[k], low, high)
-                numpyro.factor(f"member_{name}", density - marginal.log_prob(x))
-            values.append(x)
+            if k in self.scatter:  # non-centred: no funnel when the scatter is small against the stars' errors
+                offset = numpyro.sample(offset_site(name), dist.Normal(0.0, 1.0))
+                values.append(numpyro.deterministic(name, self.shared[k] + self.scatter[k] * offset))
+                continue
+            values.append(numpyro.sample(name, marginal))
         theta = jnp.stack(values, axis=-1)
         if self.prior.joint_log_density is not None:
             numpyro.factor("label_density", self.prior.joint_log_density(theta))
@@ -290,8 +301,10 @@ def _site_layout(prior: LabelPrior, indices: tuple[int, ...], scatter: bool, lab
         if scatter:
             layout[f"scatter_{prior.names[k]}"] = ((1,), constraints.positive)
     for k, (name, marginal) in enumerate(zip(prior.names, prior.marginals)):
-        if k not in indices or scatter:
+        if k not in indices:
             layout[name] = ((size,), marginal.support)
+        elif scatter:
+            layout[offset_site(name)] = ((size,), constraints.real)
     for k in label_error:
         layout[emulated_site(prior.names[k])] = ((size,), constraints.real)
     return layout
@@ -313,8 +326,9 @@ def _group_runner(prior: LabelPrior, indices: tuple[int, ...], scatter: bool, la
                                   shared=shared_names, scatter=scatter, label_error=label_error)
         return potential_energy(bound, (ivar, flux), {}, unravel(z))
 
+    dim = sum(int(np.prod(shape)) for shape, _ in layout.values())
     runner = build_nuts_runner(potential, num_warmup=num_warmup, num_samples=num_samples, n_lanes=n_lanes,
-                               dense_mass=bool(label_error))
+                               dense_mass=bool(label_error) and dim <= DENSE_MASS_MAX_DIM)
     return runner, layout, unravel
 
 
@@ -336,6 +350,12 @@ def _start(layout: Mapping[str, tuple[tuple[int, ...], Any]], prior: LabelPrior,
         elif name.startswith("emulated_"):
             k = names.index(name[len("emulated_"):])
             value, scale = labels[:, k], sigma[:, k]
+        elif name.startswith("offset_"):
+            k = names.index(name[len("offset_"):])
+            weights = 1.0 / np.maximum(sigma[:, k], 1e-12) ** 2
+            centre = np.sum(weights * labels[:, k]) / np.sum(weights)
+            width = float(prior.bounds[k, 1] - prior.bounds[k, 0])
+            value, scale = np.clip((labels[:, k] - centre) / (0.5 * SCATTER_PRIOR_FRACTION * width), -2, 2), None
         else:
             k = names.index(name)
             value, scale = labels[:, k], sigma[:, k]
@@ -441,14 +461,17 @@ def sample_groups(
             values = jax.vmap(jax.vmap(unravel))(jnp.asarray(out.z))
             for r, g in enumerate(run_group):
                 chain, member_idx = r % num_chains, stars[r]
-                for k, (name, support) in enumerate(zip(prior.names, prior.marginals)):
-                    site = f"group_{name}" if k in indices and not scatter else name
-                    constrained = np.asarray(biject_to(layout[site][1])(values[site][r]))
-                    star_draws[chain][:, member_idx, k] = constrained if constrained.shape[-1] == size \
-                        else np.repeat(constrained, size, axis=-1)
+                run = {site: np.asarray(biject_to(support)(values[site][r])) for site, (_, support) in layout.items()}
+                for k, name in enumerate(prior.names):
+                    if k not in indices:
+                        star_draws[chain][:, member_idx, k] = run[name]
+                    elif scatter:
+                        star_draws[chain][:, member_idx, k] = (run[f"group_{name}"] + run[f"scatter_{name}"]
+                                                               * run[offset_site(name)])
+                    else:
+                        star_draws[chain][:, member_idx, k] = np.repeat(run[f"group_{name}"], size, axis=-1)
                 for site in group_draws:
-                    group_draws[site][chain, :, group_ids[g]] = np.asarray(
-                        biject_to(layout[site][1])(values[site][r]))[:, 0]
+                    group_draws[site][chain, :, group_ids[g]] = run[site][:, 0]
                 diverging[chain][:, member_idx] = out.diverging[r][:, None]
     samples = {name: star_draws[..., k] for k, name in enumerate(prior.names)}
     idata = to_inference_data(samples, diverging, groups.identifiers, "nuts", prior_record(prior))
