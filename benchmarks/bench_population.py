@@ -20,7 +20,8 @@ with ``--only``)::
   settings (500 warm-up + 1000 draws, 2 chains), end to end: the first call
   (compilation included) and a second call on new draws of the same shape
   (the compiled sampler is reused), for each ``max_draws`` of ``--max-draws``
-  (100, 250, 1000); the hyperparameters against the truth, the smallest
+  (100, 250, 1000), with ``n_check`` hyperposterior draws checked (``--n-check``,
+  the library's default 200); the hyperparameters against the truth, the smallest
   per-star effective number of draws and the largest Monte Carlo variance of
   log L. Baseline in the same run: the same likelihood
   (``bayesslam.population.reweighting._hyper_model``) sampled with a plain
@@ -218,7 +219,8 @@ def section_mdf(args) -> list[dict]:
             loads[call] = quiet_load(f"{tag}, {call}")
             t = time.perf_counter()
             result = reweight_population(draws, GaussianPopulation(), num_warmup=warmup, num_samples=samples,
-                                         num_chains=chains, seed=args.seed, max_draws=max_draws)
+                                         num_chains=chains, seed=args.seed, max_draws=max_draws,
+                                         n_check=args.n_check)
             seconds[call] = time.perf_counter() - t
             if call == "first call":
                 kept = result
@@ -229,8 +231,8 @@ def section_mdf(args) -> list[dict]:
         divergent = int(np.sum(kept.idata.sample_stats["diverging"].values))
         rows = [
             fig(f"reweight_population, {tag}, first call", seconds["first call"], "s",
-                note=f"{n_star} stars; {warmup} + {samples}, {chains} chains; compilation included; "
-                     f"load average {loads['first call']}"),
+                note=f"{n_star} stars; {warmup} + {samples}, {chains} chains; n_check {args.n_check}; compilation "
+                     f"included; load average {loads['first call']}"),
             fig(f"reweight_population, {tag}, second call (new draws, same shape)", seconds["second call"], "s",
                 note=f"compiled sampler reused; load average {loads['second call']}"),
             fig(f"{tag}: mean, posterior median", mean["median"], "dex",
@@ -238,7 +240,8 @@ def section_mdf(args) -> list[dict]:
             fig(f"{tag}: sd, posterior median", sd["median"], "dex",
                 note=f"68% [{sd['q16']:.4f}, {sd['q84']:.4f}]; truth {MDF_SD}"),
             fig(f"{tag}: smallest per-star effective draws", n_eff, "draws",
-                note=f"over {n_star} stars and the checked hyperposterior draws; of {min(max_draws, n_draw)}"),
+                note=f"over {n_star} stars and {args.n_check} checked hyperposterior draws; of "
+                     f"{min(max_draws, n_draw)}"),
             fig(f"{tag}: max Monte Carlo variance of log L", variance, "",
                 note="over the checked hyperposterior draws (warning above 1)"),
             fig(f"{tag}: divergent transitions", divergent, "", note="first call"),
@@ -438,6 +441,8 @@ def main() -> None:
     parser.add_argument("--mdf-warmup", type=int, default=500)
     parser.add_argument("--mdf-samples", type=int, default=1000)
     parser.add_argument("--mdf-chains", type=int, default=2)
+    parser.add_argument("--n-check", type=int, default=200,
+                        help="mdf: reweight_population's n_check, hyperposterior draws checked for effective draws")
     parser.add_argument("--target-s", type=float, default=30.0, help="the mdf target, seconds")
     parser.add_argument("--no-baseline", action="store_true", help="mdf: skip the plain MCMC baseline")
     parser.add_argument("--max-load", type=float, default=1.5,
@@ -467,7 +472,7 @@ def main() -> None:
                      f"Gaussian population (mean {MDF_MEAN}, sd {MDF_SD}) by importance reweighting, against a plain "
                      "numpyro MCMC on the same likelihood")
             keys = ("seed", "mdf_stars", "mdf_draws", "max_draws", "mdf_warmup", "mdf_samples", "mdf_chains",
-                    "target_s", "no_baseline", "max_load")
+                    "n_check", "target_s", "no_baseline", "max_load")
         else:
             if model is None:
                 from bayesslam.pipeline import load_model

@@ -21,6 +21,7 @@ from bayesslam.population import (
     PopulationError,
     StarDraws,
     draws_from_posterior,
+    effective_draws,
     parse_population_model,
     reweight_population,
     reweight_populations,
@@ -172,9 +173,14 @@ def test_reweighting_reports_unsupported_stars(caplog):
     rng = np.random.default_rng(3)
     draws = _population_draws(rng, 0.0, 0.01, N_AGREE, 800, error=(0.3, 0.3))
     with caplog.at_level("WARNING"):
-        result = reweight_population(draws, GaussianPopulation(), **AGREE_SETTINGS)
+        result = reweight_population(draws, GaussianPopulation(), n_check=10**6, **AGREE_SETTINGS)
     assert result.effective_draws.min() < 20
     assert "effective draws" in caplog.text
+    # the reported per-star minimum is Kish's formula over the hyperposterior draws (numpy, all at once)
+    hyper = result.hyper_draws()
+    log_w = np.stack([GaussianPopulation().log_density(draws.values, {"mean": m, "sd": s}, draws.bounds)
+                      - draws.log_prior for m, s in zip(hyper["mean"], hyper["sd"])])
+    np.testing.assert_allclose(result.effective_draws, effective_draws(log_w).min(axis=0), rtol=2e-3)
 
 
 def test_draws_from_posterior_divides_the_recorded_prior(tmp_path):

@@ -209,6 +209,20 @@ def effective_draws(log_weights: np.ndarray) -> np.ndarray:
     return np.exp(2.0 * _np_logsumexp(log_weights) - _np_logsumexp(2.0 * log_weights))
 
 
+def _effective_draws_checker(model: PopulationModel, bounds: tuple[float, float]):
+    """Compiled ``(hyper draws, values, log_prior) -> effective draws (check, star)``.
+
+    One hyperparameter draw at a time (:func:`jax.lax.map`), so the memory
+    is that of one ``star x draw`` weight matrix, not ``check x star x draw``
+    (10,000 stars x 1,000 draws x 200 checked draws would be 8 GB in float32).
+    """
+    def one(hyper: dict[str, jax.Array], values: jax.Array, log_prior: jax.Array) -> jax.Array:
+        log_w = _log_weights(model, hyper, values, log_prior, bounds)
+        return jnp.exp(2.0 * logsumexp(log_w, axis=-1) - logsumexp(2.0 * log_w, axis=-1))
+
+    return jax.jit(lambda hypers, values, log_prior: jax.lax.map(lambda h: one(h, values, log_prior), hypers))
+
+
 def _np_logsumexp(a: np.ndarray) -> np.ndarray:
     top = np.max(a, axis=-1, keepdims=True)
     top = np.where(np.isfinite(top), top, 0.0)
@@ -260,7 +274,7 @@ def reweight_populations(
         out = runner(jax.random.split(jax.random.key(seed), n_run), jnp.tile(jnp.asarray(z0), (n_run, 1)),
                      jnp.ones((n_run, z0.size)), data, n_run, bar.update)
     constrained = jax.vmap(jax.vmap(lambda z: postprocess(unravel(z))))(jnp.asarray(out.z))
-    check_weights = jax.jit(jax.vmap(lambda h, v, lp: _log_weights(model, h, v, lp, bounds), in_axes=(0, None, None)))
+    check_effective = _effective_draws_checker(model, bounds)
     results = []
     for p, d in enumerate(used):
         rows = slice(p * num_chains, (p + 1) * num_chains)
@@ -269,8 +283,8 @@ def reweight_populations(
         flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in posterior.items()}
         n_total = num_chains * num_samples
         pick = np.unique(np.linspace(0, n_total - 1, min(n_check, n_total)).astype(int))
-        log_w = np.asarray(check_weights({k: jnp.asarray(v[pick]) for k, v in flat.items()}, values[p], log_prior[p]))
-        n_eff = effective_draws(log_w)  # check, star
+        n_eff = np.asarray(check_effective({k: jnp.asarray(v[pick]) for k, v in flat.items()}, values[p],
+                                           log_prior[p]), dtype=float)  # check, star
         variance = np.sum(1.0 / n_eff - 1.0 / shape[1], axis=1)
         result = PopulationResult(label=d.label, model=model, bounds=d.bounds, idata=idata, identifiers=d.identifiers,
                                   method="reweighting", effective_draws=n_eff.min(axis=0),
