@@ -4,8 +4,10 @@
 :func:`bayesslam.mock.generate_survey_files`, ``train``, ``fit`` and
 ``sample`` the pipeline (:func:`bayesslam.pipeline.train`,
 :func:`~bayesslam.pipeline.fit_labels`, :func:`~bayesslam.pipeline.sample_labels`),
-and ``population`` :func:`bayesslam.population.reweight_population` on the
-posteriors that ``sample`` wrote.
+``population`` :func:`bayesslam.population.reweight_population` on the
+posteriors that ``sample`` wrote, ``select``
+:func:`bayesslam.relations.select_mdwarfs` and ``compare``
+:func:`bayesslam.relations.compare_catalogs`.
 """
 
 from __future__ import annotations
@@ -344,6 +346,113 @@ def _run_population(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_relations(subparsers: argparse._SubParsersAction) -> None:
+    select = subparsers.add_parser(
+        "select",
+        help="select M dwarfs from a Gaia table with the cuts of Qiu et al. (2025) -> table (+ CMD plot)",
+        description=(
+            "Absolute G magnitude from the parallax, dereddened with constants (default 0) or GSP-Phot columns, and "
+            "the paper's cuts: M_G0 > 6, M_G0 < 3.75 (BP-RP)_0 + 7.50, M_G0 > 3.28 (BP-RP)_0 + 0.10, RUWE < 1.4, "
+            "parallax > 0. Reads the Gaia archive's columns source_id, parallax, phot_g_mean_mag, bp_rp, ruwe "
+            "(FITS, CSV, ECSV or VOTable) and writes the selected rows with one boolean column per cut."
+        ),
+    )
+    select.add_argument("table", type=Path, metavar="GAIA_TABLE", help="Gaia table (FITS, CSV, ECSV or VOTable)")
+    select.add_argument("-o", "--output", type=Path, required=True, metavar="SELECTED",
+                        help="output table; the format follows the ending (.fits, .csv, .ecsv, .vot)")
+    select.add_argument("--extinction-columns", action="store_true",
+                        help="deredden with ag_gspphot and ebpminrp_gspphot (default: no extinction)")
+    select.add_argument("--min-parallax-over-error", type=float, metavar="X",
+                        help="also require parallax_over_error >= X (needs parallax_error or parallax_over_error)")
+    select.add_argument("--keep-rejected", action="store_true",
+                        help="write every row with its cut columns, not only the selected ones")
+    select.add_argument("--plot", type=Path, metavar="CMD.png", help="also save the colour-magnitude diagram")
+    select.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    select.set_defaults(handler=_run_select)
+
+    compare = subparsers.add_parser(
+        "compare",
+        help="compare two catalogs' labels (cross-match, offsets, scatter, z-scores) -> report folder",
+        description=(
+            "Cross-match catalog A and catalog B on the sky (nearest neighbour within --match-radius, when both "
+            "have ra/dec) or by an identifier column (--match-on), and report per label the median offset B - A, "
+            "its std and robust (MAD) std, and with error columns the z-score statistics. Writes matched.fits, "
+            "PNG figures and summary.json to the report folder."
+        ),
+    )
+    compare.add_argument("catalog_a", type=Path, metavar="A", help="catalog A (FITS, CSV, ECSV or VOTable)")
+    compare.add_argument("catalog_b", type=Path, metavar="B", help="catalog B; offsets are B - A")
+    how = compare.add_mutually_exclusive_group()
+    how.add_argument("--match-radius", default="1arcsec", metavar="RADIUS",
+                     help="sky-match radius, e.g. 1arcsec or 0.5 (arcsec) (%(default)s)")
+    how.add_argument("--match-on", metavar="COLUMN",
+                     help="match on this identifier column (A_COL:B_COL if the names differ)")
+    compare.add_argument("--radec-a", default="ra,dec", metavar="RA,DEC", help="RA and Dec columns of A, degrees "
+                         "(%(default)s)")
+    compare.add_argument("--radec-b", default="ra,dec", metavar="RA,DEC", help="RA and Dec columns of B (%(default)s)")
+    compare.add_argument("--labels", metavar="A_COL[:B_COL],...",
+                         help="label columns to compare (default: those of teff, logg, fe_h, alpha_m both have)")
+    compare.add_argument("--bin-by", metavar="COLUMN", help="also give the statistics in bins of this column")
+    compare.add_argument("--bins", type=int, default=5, help="equal-number bins of --bin-by (%(default)s)")
+    compare.add_argument("--names", default="A,B", metavar="NAME_A,NAME_B", help="the catalogs' names in the report")
+    compare.add_argument("--csv", action="store_true", help="write the matched table as CSV instead of FITS")
+    compare.add_argument("-o", "--output", type=Path, required=True, metavar="REPORT_DIR", help="report folder")
+    compare.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    compare.set_defaults(handler=_run_compare)
+
+
+def _pair(text: str, option: str) -> tuple[str, str]:
+    """``"X,Y"`` -> ``("X", "Y")`` for an option that takes two comma-separated names."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise BayesSlamError(f"{option} takes two comma-separated names, got {text!r}.")
+    return parts[0], parts[1]
+
+
+def _run_select(args: argparse.Namespace) -> int:
+    """``bayesslam select GAIA_TABLE -o SELECTED``: M dwarfs by the paper's cuts."""
+    from bayesslam.relations import plot_cmd, select_mdwarfs
+
+    _check_output(args.output, args.overwrite)
+    if args.plot:
+        _check_output(args.plot, args.overwrite)
+    selection = select_mdwarfs(args.table, extinction_columns=args.extinction_columns,
+                               min_parallax_over_error=args.min_parallax_over_error)
+    selection.write(args.output, all_rows=args.keep_rejected, overwrite=args.overwrite)
+    for name, text in selection.cuts.describe().items():
+        logger.info("  %-26s rejects %d", text, int((~selection.table[name]).sum()))
+    logger.info("%d of %d stars selected -> %s", selection.n_selected, len(selection.table), args.output)
+    if args.plot:
+        plot_cmd(selection, args.plot)
+        logger.info("colour-magnitude diagram -> %s", args.plot)
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    """``bayesslam compare A B -o REPORT_DIR``: offsets and scatter of two catalogs' labels."""
+    from bayesslam.relations import compare_catalogs
+
+    _check_output(args.output / "summary.json", args.overwrite)
+    labels = None
+    if args.labels:
+        labels = {}
+        for item in args.labels.split(","):
+            a, _, b = item.strip().partition(":")
+            labels[a] = b or a
+    match_on = None
+    if args.match_on:
+        a, _, b = args.match_on.partition(":")
+        match_on = (a, b or a)
+    comparison = compare_catalogs(args.catalog_a, args.catalog_b, labels=labels, match_on=match_on,
+                                  match_radius=args.match_radius, ra_dec_a=_pair(args.radec_a, "--radec-a"),
+                                  ra_dec_b=_pair(args.radec_b, "--radec-b"), bin_by=args.bin_by, n_bins=args.bins,
+                                  names=_pair(args.names, "--names"))
+    comparison.log_summary(logger)
+    written = comparison.write(args.output, table_format="csv" if args.csv else "fits", overwrite=args.overwrite)
+    logger.info("report -> %s (%s)", args.output, ", ".join(p.name for p in written))
+    return 0
+
+
 def _failures_status(failures, strict: bool) -> int:
     """Log how many inputs failed (always) and return the exit status: 3 for failures under ``--strict``."""
     if failures:
@@ -383,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mock(subparsers)
     _add_inference(subparsers)
     _add_population(subparsers)
+    _add_relations(subparsers)
     return parser
 
 
