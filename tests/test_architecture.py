@@ -54,7 +54,8 @@ def test_every_package_folder_is_installed():
     assert "bayesslam.models" in listed
 
 
-@pytest.mark.parametrize("stage", ["io", "preparation", "mock", "calibration", "emulator", "infer", "train", "catalog"])
+@pytest.mark.parametrize("stage", ["io", "preparation", "mock", "calibration", "emulator", "infer", "train", "population",
+                                   "relations", "validation", "catalog"])
 def test_each_stage_is_a_folder_with_a_docstring(stage: str):
     init = ROOT / "bayesslam" / stage / "__init__.py"
     assert init.is_file()

@@ -25,6 +25,27 @@ from bayesslam.calibration.intervals import (
     half_width,
     pit_coverage,
 )
+from bayesslam.calibration.sbc import (
+    RankHistogram,
+    RankUniformity,
+    default_rank_bins,
+    ecdf_difference,
+    rank_histogram,
+    rank_pit,
+    rank_uniformity,
+    sbc_ranks,
+    thin_draws,
+)
+from bayesslam.calibration.coverage_curves import (
+    COVERAGE_LEVELS,
+    BinnedCoverage,
+    CoverageCurve,
+    binned_coverage_curves,
+    binned_pit_coverage_curves,
+    coverage_curve,
+    pit_coverage_curve,
+    truth_pit,
+)
 from bayesslam.calibration.snr_law import (
     PAPER_SNR_LAWS,
     PAPER_SNR_RANGE,
@@ -42,6 +63,23 @@ from bayesslam.calibration.scale_floor import (
 )
 
 __all__ = [
+    "BinnedCoverage",
+    "COVERAGE_LEVELS",
+    "CoverageCurve",
+    "RankHistogram",
+    "RankUniformity",
+    "binned_coverage_curves",
+    "binned_pit_coverage_curves",
+    "coverage_curve",
+    "default_rank_bins",
+    "ecdf_difference",
+    "pit_coverage_curve",
+    "rank_histogram",
+    "rank_pit",
+    "rank_uniformity",
+    "sbc_ranks",
+    "thin_draws",
+    "truth_pit",
     "CalibrationError",
     "CalibrationFit",
     "ErrorCalibration",
