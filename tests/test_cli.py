@@ -214,10 +214,10 @@ def test_sigterm_stops_a_libsvm_training_with_its_workers_and_resume_finishes_it
 
     from bayesslam.emulator import load_model
 
-    mock = tmp_path / "mock"
-    assert main(["mock", "--n", "30", "--seed", "8", "--snr", "30", "80", "-o", str(mock)]) == 0
+    # ~210 pixels: 7 libsvm chunks of 32, so the training is stopped after its first chunk, not after its last
+    prepared, labels = _prepared_mock(tmp_path, 30, 8, ("8100", "8500"))
     model = tmp_path / "model.npz"
-    command = [sys.executable, "-m", "bayesslam", "train", str(mock), "--labels", str(mock / "labels.csv"),
+    command = [sys.executable, "-m", "bayesslam", "train", str(prepared), "--labels", str(labels),
                "-o", str(model), "--n-jobs", "2", "--folds", "3", "--no-label-cv"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoint = model.with_suffix(".checkpoint")

@@ -291,9 +291,9 @@ def test_binaries_share_a_narrower_covering_metallicity(toy):
     groups = assign_groups(ids, {star: f"pair{i // 2}" for i, star in enumerate(ids)})
     with pytest.raises(GroupError, match="model's labels"):
         sample_groups(toy, flux, ivar, groups, rng_key=jax.random.key(0), shared=("vsini",))
-    joint = sample_groups(toy, flux, ivar, groups, rng_key=jax.random.key(0), num_warmup=300, num_samples=600,
+    joint = sample_groups(toy, flux, ivar, groups, rng_key=jax.random.key(0), num_warmup=250, num_samples=400,
                           progress=False)
-    single = sample_nuts(toy, flux, ivar, rng_key=jax.random.key(1), num_warmup=300, num_samples=600,
+    single = sample_nuts(toy, flux, ivar, rng_key=jax.random.key(1), num_warmup=250, num_samples=400,
                          progress=False)
     sd_one = single.summary["sd"][:, 2]
     sd_pair = joint.group_summary["sd"][:, 0]
@@ -312,12 +312,12 @@ def test_binaries_share_a_narrower_covering_metallicity(toy):
 @pytest.mark.slow
 def test_cluster_intrinsic_scatter_is_recovered(toy):
     rng = np.random.default_rng(9)
-    truth = _field(rng, 80, fe_h_mean=0.05, fe_h_sd=0.08)
+    truth = _field(rng, 60, fe_h_mean=0.05, fe_h_sd=0.08)
     flux, ivar = _observe(toy, truth, 20, rng)
     ids = [f"m{i}" for i in range(len(truth))]
     groups = assign_groups(ids, dict.fromkeys(ids, "cluster"))
     result = sample_groups(toy, flux, ivar, groups, rng_key=jax.random.key(4), shared=("fe_h",), scatter=True,
-                           num_warmup=400, num_samples=400, num_chains=2, progress=False)
+                           num_warmup=300, num_samples=300, num_chains=2, progress=False)
     mean, scatter = result.group_draws["group_fe_h"].reshape(-1), result.group_draws["scatter_fe_h"].reshape(-1)
     for draws, value in ((mean, truth[:, 2].mean()), (scatter, np.std(truth[:, 2], ddof=1))):
         assert np.quantile(draws, 0.0015) < value < np.quantile(draws, 0.9985), (np.quantile(draws, [0.16, 0.84]), value)

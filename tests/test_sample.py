@@ -68,8 +68,8 @@ def test_label_the_spectrum_ignores_returns_its_prior(toy, nuts_one):
 
 def _coverage(toy, model_for_inference, n_star=120, seed=21):
     truth, flux, ivar = simulate(toy, n_star, snr=20, seed=seed)
-    post = sample_nuts(model_for_inference, flux, ivar, rng_key=jax.random.key(seed), num_warmup=400,
-                       num_samples=600, batch_size=n_star, progress=False)
+    post = sample_nuts(model_for_inference, flux, ivar, rng_key=jax.random.key(seed), num_warmup=300,
+                       num_samples=400, batch_size=n_star, progress=False)
     inside68, inside95 = [], []
     for i in range(n_star):
         draws = post.draws(i)[:, :3]
