@@ -6,8 +6,9 @@
 :func:`~bayesslam.pipeline.fit_labels`, :func:`~bayesslam.pipeline.sample_labels`),
 ``population`` :func:`bayesslam.population.reweight_population` on the
 posteriors that ``sample`` wrote, ``select``
-:func:`bayesslam.relations.select_mdwarfs` and ``compare``
-:func:`bayesslam.relations.compare_catalogs`.
+:func:`bayesslam.relations.select_mdwarfs`, ``compare``
+:func:`bayesslam.relations.compare_catalogs` and ``calibrate``
+:func:`bayesslam.calibration_report.calibration_report`.
 """
 
 from __future__ import annotations
@@ -281,14 +282,16 @@ def _add_population(subparsers: argparse._SubParsersAction) -> None:
         "population",
         help="population distribution of one label from the per-star posteriors of `sample` -> NetCDF + PNG",
         description=(
-            "Infer the distribution of one label over the stars of a posterior file written by `bayesslam "
+            "Infer the distribution of one label over the stars of posterior files written by `bayesslam "
             "sample` (Gaussian, Gaussian mixture or smooth histogram, truncated to the label's range) by "
             "importance reweighting of each star's draws with its sampling prior divided out (Hogg, Myers & "
             "Bovy 2010). Writes the hyperposterior (ArviZ NetCDF, with each star's estimate under the "
             "population and its effective number of draws) and a PNG."
         ),
     )
-    parser.add_argument("posteriors", type=Path, metavar="POSTERIORS.nc", help="posterior NetCDF file written by `bayesslam sample`")
+    parser.add_argument("posteriors", type=Path, nargs="+", metavar="POSTERIORS.nc",
+                        help="posterior NetCDF file(s) written by `bayesslam sample` (several: their stars together, "
+                             "e.g. the chunks of a survey)")
     parser.add_argument("--label", required=True, help="the label, e.g. fe_h")
     parser.add_argument("--model", required=True, metavar="MODEL",
                         help="population model: gaussian, mixture:K (K Gaussians) or histogram[:N_BINS] (a smooth "
@@ -310,7 +313,7 @@ def _run_population(args: argparse.Namespace) -> int:
     """``bayesslam population POSTERIORS.nc --label L --model M -o HYPER.nc``: a label's population distribution."""
     import numpy as np
 
-    from bayesslam.population import draws_from_posterior, parse_population_model, reweight_population
+    from bayesslam.population import combine_draws, draws_from_posterior, parse_population_model, reweight_population
     from bayesslam.population.plotting import plot_population
 
     model = parse_population_model(args.model)
@@ -323,7 +326,7 @@ def _run_population(args: argparse.Namespace) -> int:
         raise BayesSlamError(f"--plot and -o are the same file {plot}; give the plot a .png name.")
     _check_output(args.output, args.overwrite)
     _check_output(plot, args.overwrite)
-    draws = draws_from_posterior(args.posteriors, args.label)
+    draws = combine_draws([draws_from_posterior(path, args.label) for path in args.posteriors])
     n_star, n_draw = draws.values.shape
     logger.info("%s of %d stars, %d draws each (%d used), range [%g, %g]: %s population", args.label, n_star, n_draw,
                 min(n_draw, args.draws_per_star), *draws.bounds, model.name)
@@ -453,6 +456,60 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "calibrate",
+        help="a model's uncertainty calibration on held-out or mock stars -> report folder (+ a recalibrated model)",
+        description=(
+            "Fit the labels (MAP + Laplace) of held-out stars with known labels (--spectra with --labels) or of N "
+            "mock stars made on the fly (--mock N), and write to the report folder: coverage curves of the raw and "
+            "the model-calibrated intervals per label, SNR bin and label quartile, PIT histograms, the label scatter "
+            "against SNR with fitted power laws beside the paper's, an error calibration (scale and floor) fitted on "
+            "these stars, optionally SBC (--sbc N), report.json with every number and stars.csv. --write-model "
+            "writes a copy of the model carrying the calibration fitted here."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="model file, or 'default' for the shipped default model")
+    stars = parser.add_mutually_exclusive_group()
+    stars.add_argument("--spectra", nargs="+", metavar="HELD_OUT",
+                       help="held-out spectra: a prepared FITS file, or raw spectrum files, folders or glob patterns")
+    stars.add_argument("--mock", type=int, metavar="N", help="N mock stars with true labels, made on the fly")
+    parser.add_argument("--labels", type=Path, metavar="TABLE",
+                        help="label table of the held-out spectra (CSV or FITS), matched by identifier or file name")
+    parser.add_argument("--id-column", default="identifier", help="identifier column of the label table")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="REPORT_DIR", help="report folder")
+    parser.add_argument("--write-model", type=Path, metavar="NEW_MODEL",
+                        help="write a copy of MODEL carrying the error calibration fitted on these stars")
+    parser.add_argument("--sbc", type=int, metavar="N", help="also run simulation-based calibration, N simulations")
+    parser.add_argument("--sbc-simulator", choices=("emulator", "mock"), default="emulator",
+                        help="SBC simulator (%(default)s)")
+    parser.add_argument("--sampler", choices=("map", "nuts"), default="map",
+                        help="map: MAP + Laplace; nuts: NUTS posteriors too, and a posterior calibration (%(default)s)")
+    parser.add_argument("--snr", nargs=2, type=float, default=(3.0, 50.0), metavar=("LO", "HI"),
+                        help="SNR range of the mock stars (log-uniform) and of the SBC (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (%(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an existing report folder and replace "
+                        "an existing NEW_MODEL")
+    parser.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    """``bayesslam calibrate MODEL (--spectra HELD_OUT --labels TABLE | --mock N) -o REPORT_DIR``."""
+    from bayesslam.pipeline import expand_paths
+    from bayesslam.calibration_report import calibration_report
+
+    report = calibration_report(
+        None if args.model == "default" else Path(args.model), folder=args.output,
+        spectra=None if args.spectra is None else expand_paths(args.spectra), labels=args.labels,
+        id_column=args.id_column, mock=args.mock, snr=tuple(args.snr), sbc=args.sbc,
+        sbc_simulator=args.sbc_simulator, sampler=args.sampler, seed=args.seed, write_model=args.write_model,
+        overwrite=args.overwrite, progress=args.progress)
+    for line in report.lines():
+        logger.info("%s", line)
+    logger.info("report -> %s%s", args.output, f", model -> {report.model_path}" if report.model_path else "")
+    return 0
+
+
 def _failures_status(failures, strict: bool) -> int:
     """Log how many inputs failed (always) and return the exit status: 3 for failures under ``--strict``."""
     if failures:
@@ -493,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference(subparsers)
     _add_population(subparsers)
     _add_relations(subparsers)
+    _add_calibrate(subparsers)
     return parser
 
 

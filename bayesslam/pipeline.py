@@ -78,6 +78,7 @@ __all__ = [
     "load_model",
     "expand_paths",
     "check_grid",
+    "continuum_settings",
     "prepare",
     "fit_labels",
     "fit",
@@ -244,8 +245,8 @@ def check_grid(prepared: PreparedSpectra, model: SlamModel, source: str = "the s
         )
 
 
-def _normalization(model: SlamModel) -> ContinuumSettings:
-    """The model's continuum settings (defaults for any the model does not record)."""
+def continuum_settings(model: SlamModel) -> ContinuumSettings:
+    """The continuum normalization a model was trained with (defaults for any setting the model does not record)."""
     known = set(ContinuumSettings.__dataclass_fields__)
     return ContinuumSettings(**{k: v for k, v in model.normalization.items() if k in known})
 
@@ -342,7 +343,7 @@ def prepare(spectra: SpectraInput, model: ModelInput = None, *, progress: bool =
         If no input at all could be prepared.
     """
     model = _model(model)
-    prepared = _prepare_inputs(spectra, model.wave, _normalization(model), progress)
+    prepared = _prepare_inputs(spectra, model.wave, continuum_settings(model), progress)
     check_grid(prepared, model)
     return _unique_identifiers(prepared)
 
