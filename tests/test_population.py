@@ -20,6 +20,7 @@ from bayesslam.population import (
     MixturePopulation,
     PopulationError,
     StarDraws,
+    combine_draws,
     draws_from_posterior,
     effective_draws,
     parse_population_model,
@@ -210,6 +211,17 @@ def test_draws_from_posterior_divides_the_recorded_prior(tmp_path):
         draws_from_posterior(bare, "fe_h")
     with pytest.raises(PopulationError, match="no posterior file"):
         draws_from_posterior(tmp_path / "missing.nc", "fe_h")
+    # two posterior files (e.g. two chunks of a survey), each divided by its own prior, as one sample
+    other = {name: v[:1, :30] for name, v in samples.items()}  # one chain of 30 draws
+    second = to_inference_data(other, None, ("d", "e", "f"), "nuts", prior_record(box_prior(LABELS, BOUNDS)))
+    both = combine_draws([draws_from_posterior(path, "fe_h"), draws_from_posterior(second, "fe_h")])
+    assert both.identifiers == ("a", "b", "c", "d", "e", "f") and both.values.shape == (6, 30)
+    np.testing.assert_allclose(both.log_prior[3:], -np.log(FE_H[1] - FE_H[0]))
+    np.testing.assert_allclose(both.log_prior[:3], stats.truncnorm.logpdf(both.values[:3], a, b, 0.0, 0.2), rtol=1e-6)
+    with pytest.raises(PopulationError, match="more than one posterior"):
+        combine_draws([draws_from_posterior(path, "fe_h"), draws_from_posterior(path, "fe_h", stars=["b"] * 2)])
+    with pytest.raises(PopulationError, match="different labels"):
+        combine_draws([draws_from_posterior(path, "fe_h"), draws_from_posterior(second, "alpha_m")])
 
 
 # --- the joint route and stars in groups, on the toy emulator ---------------------------------------------------

@@ -111,6 +111,7 @@ def test_population_command_errors(tmp_path: Path, posteriors: Path, caplog):
     fails([str(posteriors), "--label", "mass", "--model", "gaussian"], "no label 'mass'")
     fails([str(posteriors), "--label", "fe_h", "--model", "foo"], "unknown population model 'foo'")
     fails([str(tmp_path / "missing.nc"), "--label", "fe_h", "--model", "gaussian"], "no posterior file")
+    fails([str(posteriors), str(posteriors), "--label", "fe_h", "--model", "gaussian"], "more than one posterior")
     fails([str(posteriors), "--label", "fe_h", "--model", "gaussian", "--draws-per-star", "1"],
           "--draws-per-star must be at least 2")
     unrecorded = _posterior()

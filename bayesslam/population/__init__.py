@@ -46,6 +46,7 @@ from bayesslam.population.pairs import (
 from bayesslam.population.result import PopulationResult
 from bayesslam.population.reweighting import (
     StarDraws,
+    combine_draws,
     draws_from_posterior,
     effective_draws,
     reweight_population,
@@ -75,6 +76,7 @@ __all__ = [
     "PopulationPrior",
     "PopulationResult",
     "StarDraws",
+    "combine_draws",
     "draws_from_posterior",
     "effective_draws",
     "label_index",

@@ -47,7 +47,8 @@ from bayesslam.infer.results import PRIOR_ATTRIBUTE, Posterior
 from bayesslam.population.distributions import PopulationError, PopulationModel
 from bayesslam.population.result import PopulationResult
 
-__all__ = ["StarDraws", "draws_from_posterior", "reweight_population", "reweight_populations", "effective_draws"]
+__all__ = ["StarDraws", "combine_draws", "draws_from_posterior", "reweight_population", "reweight_populations",
+           "effective_draws"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,41 @@ class StarDraws:
             return self
         keep = np.sort(np.random.default_rng(seed).choice(n_draw, size=int(max_draws), replace=False))
         return StarDraws(self.label, self.identifiers, self.values[:, keep], self.log_prior[:, keep], self.bounds)
+
+
+def combine_draws(parts: Sequence[StarDraws]) -> StarDraws:
+    """The stars of several :class:`StarDraws` of one label as one sample (e.g. the posterior files of a survey's chunks).
+
+    Every part keeps its own sampling prior (it is divided out per draw);
+    parts with different numbers of draws per star are cut to the smallest
+    number (each star's first draws, still draws of its posterior).
+
+    Raises
+    ------
+    PopulationError
+        If the parts are of different labels or label ranges, or a star
+        appears in more than one part.
+    """
+    parts = list(parts)
+    if not parts:
+        raise PopulationError("no posteriors given.")
+    if len(parts) == 1:
+        return parts[0]
+    if len({p.label for p in parts}) != 1 or len({p.bounds for p in parts}) != 1:
+        found = sorted({(p.label, p.bounds) for p in parts})
+        raise PopulationError(f"posteriors of different labels or label ranges cannot be combined: {found}; a "
+                              "population needs one label over one range (sample the stars with the same model).")
+    identifiers = [star for p in parts for star in p.identifiers]
+    if len(set(identifiers)) != len(identifiers):
+        repeated = sorted({star for star in identifiers if identifiers.count(star) > 1})
+        raise PopulationError(f"{len(repeated)} star(s) are in more than one posterior (e.g. {repeated[:5]}); each star "
+                              "must count once in a population.")
+    n_draw = min(p.values.shape[1] for p in parts)
+    if any(p.values.shape[1] != n_draw for p in parts):
+        logger.info("posteriors with %s draws per star: the first %d of each used",
+                    sorted({p.values.shape[1] for p in parts}), n_draw)
+    return StarDraws(parts[0].label, tuple(identifiers), np.concatenate([p.values[:, :n_draw] for p in parts]),
+                     np.concatenate([p.log_prior[:, :n_draw] for p in parts]), parts[0].bounds)
 
 
 def _open_posterior(source: Posterior | az.InferenceData | str | Path) -> az.InferenceData:
