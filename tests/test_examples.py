@@ -37,7 +37,8 @@ def assert_written(folder: Path, names: list[str]) -> None:
         assert path.stat().st_size > 0, f"{path} is empty"
 
 
-@pytest.mark.parametrize("name", ["single_star.py", "survey_catalog.py", "train_small_model.py", "relations.py"])
+@pytest.mark.parametrize("name", ["single_star.py", "survey_catalog.py", "train_small_model.py", "relations.py",
+                                  "calibration_research.py"])
 def test_help(name: str, tmp_path: Path) -> None:
     process = run_example(name, ["--help"], tmp_path)
     assert "--out" in process.stdout
