@@ -574,7 +574,7 @@ def calibration_report(
         posterior = sample_nuts(model.emulator, stars.flux[used], stars.ivar[used], rng_key=jax.random.key(seed),
                                 num_warmup=num_warmup, num_samples=num_samples, init_labels=estimate,
                                 init_sigma=sigma, identifiers=[i for i, u in zip(stars.identifiers, used) if u],
-                                progress=progress)
+                                progress=progress, log_likelihood=False)
         draws = _draws(posterior, names, n_star)
     previous = model.error_calibration
     coverage = coverage_report(truth, label_names=names, estimate=estimate, sigma=sigma, draws=draws,

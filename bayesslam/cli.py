@@ -194,6 +194,9 @@ def _add_inference(subparsers: argparse._SubParsersAction) -> None:
     sample.add_argument("--draws", type=int, default=1000, help="kept draws per chain or walker")
     sample.add_argument("--chains", type=int, default=1, help="NUTS chains per star")
     sample.add_argument("--seed", type=int, default=0, help="random seed")
+    sample.add_argument("--ppc", type=int, default=0, metavar="N",
+                        help="also keep replicated spectra of about N draws per star in the posterior file "
+                             "(group posterior_predictive, for arviz.plot_ppc; %(default)s: none)")
     sample.add_argument("--groups", type=Path, metavar="TABLE",
                         help="groups table (CSV or FITS, columns identifier and group): the stars of a group share "
                              "the --shared labels and are sampled jointly with NUTS (wide binaries, clusters); the "
@@ -255,6 +258,8 @@ def _run_sample(args: argparse.Namespace) -> int:
 
         if args.sampler != "nuts":
             raise BayesSlamError("--groups samples with NUTS only; leave out --sampler emcee.")
+        if args.ppc:
+            raise BayesSlamError("--ppc is not available with --groups; sample the stars alone for replicated spectra.")
         result = sample_grouped(args.spectra, args.groups, args.model, shared=tuple(args.shared.split(",")),
                                 scatter=args.intrinsic_scatter, seed=args.seed, num_warmup=args.warmup,
                                 num_samples=args.draws, num_chains=args.chains, progress=args.progress)
@@ -264,7 +269,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     else:
         result = sample_labels(args.spectra, args.model, seed=args.seed, sampler=args.sampler,
                                num_warmup=args.warmup, num_samples=args.draws, num_chains=args.chains,
-                               progress=args.progress)
+                               posterior_predictive=args.ppc, progress=args.progress)
     result.to_netcdf(args.output)
     catalog = args.catalog or args.output.with_suffix(".fits")
     write_catalog(result.catalog, catalog, failures=result.failures, extensions=extensions, overwrite=True)

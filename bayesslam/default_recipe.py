@@ -109,7 +109,8 @@ def posterior_set(model, mock: MockSet, n: int, cache: Path | None = CACHE, num_
     t0 = time.time()
     fit = fit_map(model.emulator, mock.flux[:n], mock.ivar[:n])
     post = sample_nuts(model.emulator, mock.flux[:n], mock.ivar[:n], rng_key=jax.random.key(mock.seed),
-                       num_warmup=num_warmup, num_samples=num_samples, init_labels=fit.labels, progress=False)
+                       num_warmup=num_warmup, num_samples=num_samples, init_labels=fit.labels, progress=False,
+                       log_likelihood=False)
     thin = max(1, num_samples // max_draws)
     draws = np.stack([post.draws(i)[::thin] for i in range(n)])
     out = PosteriorSet(draws, post.summary["median"], post.summary["sd"], post.summary["r_hat"],

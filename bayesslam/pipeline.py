@@ -422,6 +422,7 @@ def sample_labels(
     num_samples: int = 1000,
     num_chains: int = 1,
     prior: LabelPrior | None = None,
+    posterior_predictive: int = 0,
     progress: bool = False,
 ) -> SampleResult:
     """Full label posteriors (NUTS or emcee) of many stars, started from their MAP.
@@ -443,6 +444,12 @@ def sample_labels(
         NUTS chains per star.
     prior : LabelPrior, optional
         Default: uniform over the model's training box.
+    posterior_predictive : int
+        Keep replicated spectra of about this many draws per star in the
+        posterior's ``posterior_predictive`` group (for ``arviz.plot_ppc``);
+        0: none. The observed flux and ivar, each star's log likelihood per
+        draw and the catalog's ``PPC_CHI2_P`` are there either way
+        (:mod:`bayesslam.infer.predictive`).
     progress : bool
         Show progress bars.
 
@@ -454,12 +461,14 @@ def sample_labels(
     Raises
     ------
     BayesSlamError
-        For an unknown ``sampler``.
+        For an unknown ``sampler`` or a negative ``posterior_predictive``.
     """
     import jax
 
     if sampler not in ("nuts", "emcee"):
         raise BayesSlamError(f"sampler must be 'nuts' or 'emcee', not {sampler!r}.")
+    if posterior_predictive < 0:
+        raise BayesSlamError(f"posterior_predictive must be >= 0 (draws per star), not {posterior_predictive}.")
     model = _model(model)
     prepared = prepare(spectra, model, progress=progress)
     batch = prepared.spectra
@@ -471,11 +480,12 @@ def sample_labels(
         posterior = sample_nuts(emulator, batch.flux, batch.ivar, rng_key=jax.random.key(seed), prior=prior,
                                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                                 init_labels=result.labels, init_sigma=result.sigma, identifiers=batch.identifiers,
-                                progress=progress)
+                                posterior_predictive=posterior_predictive, progress=progress)
     else:
         posterior = sample_emcee(emulator, batch.flux, batch.ivar, seed=seed, prior=prior,
                                  n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
-                                 identifiers=batch.identifiers, progress=progress)
+                                 identifiers=batch.identifiers, posterior_predictive=posterior_predictive,
+                                 progress=progress)
     return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
 
 
@@ -635,7 +645,7 @@ def _sampleable(prepared: PreparedSpectra, result: MapResult) -> tuple[PreparedS
 
 def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, sampler: str = "nuts",
            num_warmup: int = 1000, num_samples: int = 1000, num_chains: int = 1, prior: LabelPrior | None = None,
-           progress: bool = False) -> SampleResult:
+           posterior_predictive: int = 0, progress: bool = False) -> SampleResult:
     """Full label posteriors of many stars: :func:`sample_labels` (the same parameters and result).
 
     Examples
@@ -646,7 +656,8 @@ def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, sa
     >>> result.to_netcdf("posterior.nc")  # doctest: +SKIP
     """
     return sample_labels(spectra, model, seed=seed, sampler=sampler, num_warmup=num_warmup, num_samples=num_samples,
-                         num_chains=num_chains, prior=prior, progress=progress)
+                         num_chains=num_chains, prior=prior, posterior_predictive=posterior_predictive,
+                         progress=progress)
 
 
 @in_float64

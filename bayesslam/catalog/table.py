@@ -38,8 +38,11 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
 
 Plus ``IDENTIFIER``, ``SOURCE`` (the input file), ``SNR``, ``CHI2``,
 ``REDUCED_CHI2``, ``N_PIX``, ``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``
-(with a posterior), ``OUTSIDE_HULL_FRAC``, ``DENSITY_PERCENTILE``, ``FLAGS``
-(bits in :class:`Flag`) and ``FLAG_NAMES`` (the names of the bits set).
+(with a posterior), ``PPC_CHI2_P`` (with a posterior that has
+posterior-predictive checks: the posterior-predictive p-value of chi2,
+:mod:`bayesslam.infer.predictive`; it sets no flag), ``OUTSIDE_HULL_FRAC``,
+``DENSITY_PERCENTILE``, ``FLAGS`` (bits in :class:`Flag`) and
+``FLAG_NAMES`` (the names of the bits set).
 Every column carries a description (FITS ``TCOMM``), label columns their
 unit (``TUNIT``; units FITS cannot express, such as dex, in the
 description). A star that
@@ -129,7 +132,8 @@ def build_catalog(
 
     Columns that were not computed are not written: the posterior columns
     (``L_MEDIAN``, ``L_MEAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``,
-    ``L_RHAT``, ``L_ESS``, ``N_DIVERGENT``) only with a posterior, the
+    ``L_RHAT``, ``L_ESS``, ``N_DIVERGENT``) only with a posterior (and
+    ``PPC_CHI2_P`` only with its posterior-predictive p-values), the
     calibrated ones (``L_SYS_ERR``, ``L_CAL_*``) only with a calibration.
     Every column has a description (FITS ``TCOMM``) and label columns their
     unit (``TUNIT``).
@@ -196,6 +200,8 @@ def build_catalog(
     n_div = summary.get("n_divergent", np.zeros(n_star, dtype=int))
     if posterior is not None:
         table["N_DIVERGENT"] = n_div
+    if "ppc_chi2_p" in summary:
+        table["PPC_CHI2_P"] = np.asarray(summary["ppc_chi2_p"], dtype=float)
     hull = np.full(n_star, np.nan)
     percentile = np.full(n_star, np.nan)
     if domain is not None:
@@ -272,6 +278,7 @@ _COLUMNS: dict[str, str] = {
     "FIT_STATUS": "MAP status: 0 converged, 1 iteration limit, 2 not finite, 3 no data",
     "N_ITER": "MAP iterations",
     "N_DIVERGENT": "divergent NUTS transitions",
+    "PPC_CHI2_P": "posterior-predictive p-value of chi2: fraction of draws whose replicated chi2 >= the observed",
     "OUTSIDE_HULL_FRAC": "fraction of the labels (draws) outside the training set's convex hull",
     "DENSITY_PERCENTILE": "percentile of the training-label density at the MAP labels",
     "FLAGS": "flag bits (header FLAGBITn, column FLAG_NAMES)",

@@ -5,7 +5,9 @@
 plain function), :mod:`~bayesslam.infer.map` (batched MAP with Laplace errors),
 :mod:`~bayesslam.infer.sample` with :mod:`~bayesslam.infer.nuts` (lane-scheduled
 NUTS), :mod:`~bayesslam.infer.emcee_sampler` (emcee), and
-:mod:`~bayesslam.infer.results` (what they return).
+:mod:`~bayesslam.infer.results` (what they return), and
+:mod:`~bayesslam.infer.predictive` (posterior-predictive checks: per-star log
+likelihood, chi2 p-values, replicated spectra).
 """
 
 from bayesslam.infer.emcee_sampler import log_posterior_fn, sample_emcee
@@ -25,6 +27,7 @@ from bayesslam.infer.map import (
     misfit_scale,
 )
 from bayesslam.infer.model import NoiseModel, slam_model
+from bayesslam.infer.predictive import PredictiveChecks, PredictiveError, add_predictive_groups, predictive_checks
 from bayesslam.infer.priors import (
     LabelPrior,
     PriorError,
@@ -46,9 +49,12 @@ __all__ = [
     "MapResult",
     "NoiseModel",
     "Posterior",
+    "PredictiveChecks",
+    "PredictiveError",
     "PriorError",
     "SamplingError",
     "TrainingDensity",
+    "add_predictive_groups",
     "box_prior",
     "check_spectra",
     "chi_square",
@@ -62,6 +68,7 @@ __all__ = [
     "log_likelihood",
     "log_posterior_fn",
     "pixel_variance",
+    "predictive_checks",
     "sample_emcee",
     "map_start",
     "sample_nuts",

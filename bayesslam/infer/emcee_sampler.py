@@ -28,7 +28,8 @@ from bayesslam.infer.results import (
     summarize,
     to_inference_data,
 )
-from bayesslam.infer.sample import initial_labels, prepare_inputs
+from bayesslam.infer.predictive import emulated_draws
+from bayesslam.infer.sample import PREDICTIVE_STREAM, criticize, initial_labels, prepare_inputs
 
 __all__ = ["log_posterior_fn", "sample_emcee"]
 
@@ -91,6 +92,8 @@ def sample_emcee(
     thin: int = 1,
     init_labels: np.ndarray | None = None,
     identifiers: Sequence[str] | None = None,
+    log_likelihood: bool = True,
+    posterior_predictive: int = 0,
     progress: bool = True,
 ) -> Posterior:
     """Sample the label posteriors star by star with emcee on the model's log density.
@@ -105,7 +108,11 @@ def sample_emcee(
     A ``tau`` longer than a fiftieth of the kept chain is unreliable (emcee's
     own criterion) and is logged. For a model with a label-space error the
     walkers also move the ``emulated_<label>`` values (started at the
-    labels), as NUTS does; only the labels are returned.
+    labels), as NUTS does; only the labels are returned as draws.
+    ``log_likelihood`` and ``posterior_predictive`` add the
+    posterior-predictive material as for :func:`~bayesslam.infer.sample_nuts`
+    (replicated spectra: about ``posterior_predictive`` draws per star,
+    spread over the walkers, keyed by ``jax.random.key(seed)`` folded in).
     """
     flux, ivar, prior, ids = prepare_inputs(model, flux, ivar, prior, identifiers)
     start, _ = initial_labels(model, prior, flux, ivar, init_labels)
@@ -120,6 +127,7 @@ def sample_emcee(
     bounds = prior.bounds
     width = np.where(np.isfinite(bounds[:, 1] - bounds[:, 0]), bounds[:, 1] - bounds[:, 0], 1.0)
     chains: list[np.ndarray] = []
+    emulated_chains: list[np.ndarray] = []
     taus: list[np.ndarray] = []
     for i in tqdm(range(flux.shape[0]), disable=not progress, desc="emcee", unit="star"):
         f, w = jnp.asarray(flux[i]), jnp.asarray(ivar[i])
@@ -137,13 +145,21 @@ def sample_emcee(
         )
         sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
         sampler.run_mcmc(ball, n_steps, progress=False)
-        chain = sampler.get_chain(discard=n_burn, thin=thin)[..., :len(names)]  # (draw, walker, label)
+        full = sampler.get_chain(discard=n_burn, thin=thin)  # (draw, walker, label [+ emulated label])
+        chain = full[..., :len(names)]
         chains.append(np.transpose(chain, (1, 0, 2)))
+        emulated_chains.append(np.transpose(full[..., len(names):], (1, 0, 2)))
         taus.append(_autocorr_time(chain, ids[i]))
     stacked = np.stack(chains, axis=2)  # walker, draw, star, label
     samples = {name: stacked[..., k] for k, name in enumerate(names)}
     idata = to_inference_data(samples, None, ids, "emcee", prior_record(prior))
     summary = summarize(idata, names, np.zeros(flux.shape[0], dtype=int))
+    if log_likelihood or posterior_predictive:
+        moved = np.stack(emulated_chains, axis=2)  # walker, draw, star, emulated label
+        emulated = {emulated_site(names[k]): moved[..., a] for a, k in enumerate(label_error)}
+        summary["ppc_chi2_p"] = criticize(idata, model, flux, ivar, emulated_draws(samples, names, emulated),
+                                          jax.random.fold_in(jax.random.key(seed), PREDICTIVE_STREAM), None, None,
+                                          posterior_predictive)
     tau = np.stack(taus)  # (star, label)
     n_kept = stacked.shape[0] * stacked.shape[1]
     summary.update(r_hat=np.full_like(tau, np.nan), ess_bulk=n_kept / tau, autocorr_time=tau)

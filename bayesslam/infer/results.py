@@ -118,6 +118,13 @@ class Posterior:
     idata : arviz.InferenceData
         ``posterior`` group: one variable per label with dims
         ``(chain, draw, star)``; ``sample_stats``: ``diverging`` (NUTS).
+        By default also the material of posterior-predictive checks
+        (:func:`bayesslam.infer.predictive.add_predictive_groups`):
+        ``observed_data.flux`` and ``constant_data.ivar`` /
+        ``constant_data.model_variance`` (dims ``star``, ``pixel``),
+        ``log_likelihood.flux`` (each star's total, ``(chain, draw, star)``)
+        and, on request, ``posterior_predictive.flux`` (replicated spectra
+        of a thinned subset of the draws).
     label_names : tuple of str
     identifiers : tuple of str
     method : str
@@ -125,7 +132,9 @@ class Posterior:
     summary : dict of numpy.ndarray
         ``median``, ``q16``, ``q84``, ``mean``, ``sd``, ``r_hat``,
         ``ess_bulk`` with shape ``(n_star, n_label)``; ``n_divergent``
-        ``(n_star,)``.
+        ``(n_star,)``; ``ppc_chi2_p`` ``(n_star,)``, the posterior-predictive
+        p-value of chi2 (:mod:`bayesslam.infer.predictive`), when the
+        checks were computed.
     """
 
     idata: az.InferenceData
@@ -154,7 +163,11 @@ class Posterior:
         return self.idata.to_datatree()
 
     def to_netcdf(self, path: str | Path) -> Path:
-        """Save the InferenceData (draws and sample statistics; the sampler's name as an attribute) to NetCDF."""
+        """Save the InferenceData to NetCDF.
+
+        Every group: draws, sample statistics and, when present, the groups of
+        posterior-predictive checks; the sampler's name is an attribute.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.idata.to_netcdf(str(path))

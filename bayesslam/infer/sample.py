@@ -10,7 +10,11 @@ ESS, divergences). For a model with a label-space error
 (:mod:`bayesslam.emulator.error_model`) both samplers also sample the labels
 at which the emulator matches each star (the ``emulated_<label>`` sites of
 :func:`~bayesslam.infer.model.slam_model`): the error is integrated out
-exactly, and only the labels are returned.
+exactly, and only the labels are returned as posterior draws. By default the
+result also holds the material of posterior-predictive checks
+(:mod:`bayesslam.infer.predictive`): the observed flux and ivar, each star's
+log likelihood at each draw (at the emulated labels where they were sampled)
+and its chi2 p-value; replicated spectra on request.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from bayesslam.infer.model import (
     split_model,
 )
 from bayesslam.infer.nuts import build_nuts_runner
+from bayesslam.infer.predictive import add_predictive_groups, emulated_draws, predictive_checks
 from bayesslam.infer.priors import LabelPrior, default_prior, prior_record
 from bayesslam.infer.results import (
     MapResult,
@@ -176,6 +181,26 @@ def _unconstrained_start(prior: LabelPrior, noise: NoiseModel, labels: np.ndarra
     return np.column_stack(columns), np.column_stack(inverse_mass)
 
 
+#: ``jax.random.fold_in`` of a sampler's key that seeds the replicated spectra (leaves the sampler's own streams as
+#: they were).
+PREDICTIVE_STREAM = 0x50504331
+
+
+def criticize(idata, model, flux: np.ndarray, ivar: np.ndarray, labels: np.ndarray, rng_key: jax.Array,
+              noise_scale: np.ndarray | None, jitter: np.ndarray | None, posterior_predictive: int) -> np.ndarray:
+    """Posterior-predictive checks of sampled stars, into ``idata``.
+
+    :func:`~bayesslam.infer.predictive.predictive_checks` with the
+    sampler's draws; adds the observed data, constant data, log likelihood and (with
+    ``posterior_predictive`` > 0) replicated spectra to ``idata`` and
+    returns the stars' chi2 p-values.
+    """
+    checks = predictive_checks(model, flux, ivar, labels, rng_key=rng_key, noise_scale=noise_scale, jitter=jitter,
+                               n_replicated=posterior_predictive)
+    add_predictive_groups(idata, checks, flux, ivar, model)
+    return checks.p_value
+
+
 #: Runs (star-chains) per compiled call, as a multiple of the number of lanes.
 RUNS_PER_LANE = 32
 
@@ -199,6 +224,8 @@ def sample_nuts(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     emulator_dtype: str | None = "float32",
+    log_likelihood: bool = True,
+    posterior_predictive: int = 0,
     progress: bool = True,
 ) -> Posterior:
     """Sample the label posteriors of one or many stars with NUTS.
@@ -248,6 +275,17 @@ def sample_nuts(
         ~1e-6 relative, far below what changes an accept/reject decision
         (``tests/test_sample.py`` checks that both give the same posterior).
         ``None`` keeps the model's own precision.
+    log_likelihood : bool
+        Add the material of posterior-predictive checks to the result
+        (:mod:`bayesslam.infer.predictive`): the groups ``observed_data``
+        (flux), ``constant_data`` (ivar, the emulator's variance) and
+        ``log_likelihood`` (each star's log likelihood at each draw, with
+        the model in its own precision), and each star's
+        posterior-predictive p-value of chi2 as ``summary["ppc_chi2_p"]``.
+    posterior_predictive : int
+        Also keep replicated spectra of about this many draws per star as
+        the group ``posterior_predictive`` (for ``arviz.plot_ppc``); 0:
+        none. A positive value implies ``log_likelihood``.
     progress : bool
         Progress bar over star-chains.
 
@@ -298,17 +336,19 @@ def sample_nuts(
                 100.0 * steps_all.sum() / max(1, n_lock * n_lanes), batches)
     z_all = np.concatenate(z_draws)  # run, draw, site
     shape = (n_star, num_chains, num_samples)
-    samples = {}
-    emulated = {emulated_site(prior.names[k]) for k in label_error}
+    samples, emulated = {}, {}
+    emulated_names = {emulated_site(prior.names[k]) for k in label_error}
     for k, (name, support) in enumerate(supports.items()):
-        if name in emulated:
-            continue
         values = np.asarray(biject_to(support)(jnp.asarray(z_all[..., k])))
-        samples[name] = np.moveaxis(values.reshape(shape), 0, -1)
+        (emulated if name in emulated_names else samples)[name] = np.moveaxis(values.reshape(shape), 0, -1)
     div_per_star = np.moveaxis(np.concatenate(div_draws).reshape(shape), 0, -1)
     n_div = div_per_star.sum(axis=(0, 1))
     idata = to_inference_data(samples, div_per_star, ids, "nuts", prior_record(prior))
     summary = summarize(idata, prior.names, n_div)
+    if log_likelihood or posterior_predictive:
+        summary["ppc_chi2_p"] = criticize(idata, model, flux, ivar, emulated_draws(samples, prior.names, emulated),
+                                          jax.random.fold_in(rng_key, PREDICTIVE_STREAM), samples.get("noise_scale"),
+                                          samples.get("jitter"), posterior_predictive)
     n_bad = int(np.sum(n_div > 0))
     if n_bad:
         logger.warning("%d star(s) had divergent transitions; see Posterior.summary['n_divergent'].", n_bad)

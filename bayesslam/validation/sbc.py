@@ -372,7 +372,8 @@ def run_sbc(
         settings = {"num_warmup": num_warmup, "num_samples": num_samples, "num_chains": num_chains,
                     "batch_size": batch_size}
         post = sample_nuts(forward, flux, ivar, rng_key=jax.random.key(seed), prior=prior, num_warmup=num_warmup,
-                           num_samples=num_samples, num_chains=num_chains, batch_size=batch_size, progress=progress)
+                           num_samples=num_samples, num_chains=num_chains, batch_size=batch_size, progress=progress,
+                           log_likelihood=False)
         values = np.stack([post.idata.posterior[name].values for name in names], axis=-1)  # chain, draw, star, label
         draws = np.moveaxis(values, 2, 0).reshape(n_sim, -1, len(names))
         diagnostics = {"r_hat_max": np.max(post.summary["r_hat"], axis=1),
