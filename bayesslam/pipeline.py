@@ -480,12 +480,12 @@ def sample_labels(
         posterior = sample_nuts(emulator, batch.flux, batch.ivar, rng_key=jax.random.key(seed), prior=prior,
                                 num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                                 init_labels=result.labels, init_sigma=result.sigma, identifiers=batch.identifiers,
-                                posterior_predictive=posterior_predictive, progress=progress)
+                                log_likelihood=True, posterior_predictive=posterior_predictive, progress=progress)
     else:
         posterior = sample_emcee(emulator, batch.flux, batch.ivar, seed=seed, prior=prior,
                                  n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
-                                 identifiers=batch.identifiers, posterior_predictive=posterior_predictive,
-                                 progress=progress)
+                                 identifiers=batch.identifiers, log_likelihood=True,
+                                 posterior_predictive=posterior_predictive, progress=progress)
     return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
 
 

@@ -92,7 +92,7 @@ def sample_emcee(
     thin: int = 1,
     init_labels: np.ndarray | None = None,
     identifiers: Sequence[str] | None = None,
-    log_likelihood: bool = True,
+    log_likelihood: bool = False,
     posterior_predictive: int = 0,
     progress: bool = True,
 ) -> Posterior:

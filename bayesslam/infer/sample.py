@@ -10,8 +10,9 @@ ESS, divergences). For a model with a label-space error
 (:mod:`bayesslam.emulator.error_model`) both samplers also sample the labels
 at which the emulator matches each star (the ``emulated_<label>`` sites of
 :func:`~bayesslam.infer.model.slam_model`): the error is integrated out
-exactly, and only the labels are returned as posterior draws. By default the
-result also holds the material of posterior-predictive checks
+exactly, and only the labels are returned as posterior draws. On request
+(``log_likelihood=True``, as the pipeline asks) the result also holds the
+material of posterior-predictive checks
 (:mod:`bayesslam.infer.predictive`): the observed flux and ivar, each star's
 log likelihood at each draw (at the emulated labels where they were sampled)
 and its chi2 p-value; replicated spectra on request.
@@ -224,7 +225,7 @@ def sample_nuts(
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     emulator_dtype: str | None = "float32",
-    log_likelihood: bool = True,
+    log_likelihood: bool = False,
     posterior_predictive: int = 0,
     progress: bool = True,
 ) -> Posterior:
@@ -282,6 +283,8 @@ def sample_nuts(
         ``log_likelihood`` (each star's log likelihood at each draw, with
         the model in its own precision), and each star's
         posterior-predictive p-value of chi2 as ``summary["ppc_chi2_p"]``.
+        Off by default here (the draws alone, e.g. for SBC and tests);
+        :func:`bayesslam.pipeline.sample_labels` turns it on.
     posterior_predictive : int
         Also keep replicated spectra of about this many draws per star as
         the group ``posterior_predictive`` (for ``arviz.plot_ppc``); 0:
