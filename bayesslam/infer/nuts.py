@@ -54,7 +54,7 @@ from numpyro.infer.hmc_util import (
     warmup_adapter,
 )
 
-__all__ = ["MAX_DELTA_ENERGY", "NutsDraws", "bucket_sizes", "build_nuts_runner"]
+__all__ = ["MAX_DELTA_ENERGY", "NutsDraws", "bucket_sizes", "build_nuts_runner", "model_nuts_runner"]
 
 #: Energy error beyond which a trajectory counts as divergent (NumPyro's default).
 MAX_DELTA_ENERGY = 1000.0
@@ -388,3 +388,40 @@ def build_nuts_runner(
     return run
 
 
+def model_nuts_runner(
+    model: Callable[..., None],
+    example_args: tuple[Any, ...],
+    init_strategy: Callable[..., Any],
+    *,
+    num_warmup: int,
+    num_samples: int,
+    n_lanes: int,
+    target_accept_prob: float = 0.8,
+) -> tuple[Callable[..., NutsDraws], np.ndarray, Callable[[jax.Array], Any], dict[str, Any]]:
+    """:func:`build_nuts_runner` on a NumPyro model whose arguments are each run's data.
+
+    ``model(*args)`` is a plain NumPyro model; every run gets its own
+    ``args`` (the runner's ``data``, leading axis the run), of the shapes of
+    ``example_args``. The sites' transforms must not depend on the data.
+
+    Returns
+    -------
+    (runner, z0, unravel, postprocess)
+        The runner; the starting point of ``init_strategy``, unconstrained
+        and flat; ``unravel`` (flat -> the sites' unconstrained values) and
+        ``postprocess`` (those -> every site, deterministic ones included,
+        constrained), both to be vmapped over draws.
+    """
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.util import initialize_model, potential_energy
+
+    info, _, postprocess, _ = initialize_model(jax.random.key(0), model, model_args=example_args,
+                                               init_strategy=init_strategy, dynamic_args=True)
+    flat, unravel = ravel_pytree(info.z)
+
+    def potential(z: jax.Array, data: tuple[Any, ...], shared: Any) -> jax.Array:
+        return potential_energy(model, data, {}, unravel(z))
+
+    runner = build_nuts_runner(potential, num_warmup=num_warmup, num_samples=num_samples, n_lanes=n_lanes,
+                               target_accept_prob=target_accept_prob)
+    return runner, np.asarray(flat), unravel, postprocess(*example_args)

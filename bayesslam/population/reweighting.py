@@ -35,13 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 from jax.scipy.special import logsumexp
-from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_median
-from numpyro.infer.util import initialize_model, potential_energy
 from tqdm.auto import tqdm
 
 from bayesslam._precision import in_float64
-from bayesslam.infer.nuts import build_nuts_runner
+from bayesslam.infer.nuts import model_nuts_runner
 from bayesslam.infer.priors import PriorError, prior_from_record
 from bayesslam.infer.results import PRIOR_ATTRIBUTE, Posterior
 from bayesslam.population.distributions import PopulationError, PopulationModel
@@ -228,15 +226,8 @@ def _hyper_runner(model: PopulationModel, bounds: tuple[float, float], num_warmu
     """
     bound = functools.partial(_hyper_model, population=model, bounds=bounds)
     example = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-    info, _, postprocess, _ = initialize_model(jax.random.key(0), bound, model_args=example,
-                                               init_strategy=init_to_median(num_samples=15), dynamic_args=True)
-    flat, unravel = ravel_pytree(info.z)
-
-    def potential(z: jax.Array, data: tuple[jax.Array, jax.Array], shared: Any) -> jax.Array:
-        return potential_energy(bound, data, {}, unravel(z))
-
-    runner = build_nuts_runner(potential, num_warmup=num_warmup, num_samples=num_samples, n_lanes=n_lanes)
-    return runner, np.asarray(flat), unravel, postprocess(*example)  # the sites' transforms do not depend on data
+    return model_nuts_runner(bound, example, init_to_median(num_samples=15), num_warmup=num_warmup,
+                             num_samples=num_samples, n_lanes=n_lanes)
 
 
 def effective_draws(log_weights: np.ndarray) -> np.ndarray:

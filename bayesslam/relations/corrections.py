@@ -418,26 +418,15 @@ def _offset_runner(n_terms: int, n_rows: int, num_warmup: int, num_samples: int,
     the starting point (unconstrained, flat), ``unravel`` and NumPyro's
     ``postprocess`` (unconstrained -> constrained sites).
     """
-    import jax
     import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
     from numpyro.infer import init_to_value
-    from numpyro.infer.util import initialize_model, potential_energy
 
-    from bayesslam.infer.nuts import build_nuts_runner
+    from bayesslam.infer.nuts import model_nuts_runner
 
     example = (jnp.zeros((n_rows, n_terms)), jnp.zeros(n_rows), jnp.ones(n_rows), jnp.ones(n_rows), jnp.ones(()))
     start = {"beta": jnp.zeros(n_terms), "scatter": jnp.asarray(0.5)}
-    info, _, postprocess, _ = initialize_model(jax.random.key(0), _offset_model, model_args=example,
-                                               init_strategy=init_to_value(values=start), dynamic_args=True)
-    flat, unravel = ravel_pytree(info.z)
-
-    def potential(z, data, shared):
-        return potential_energy(_offset_model, data, {}, unravel(z))
-
-    runner = build_nuts_runner(potential, num_warmup=num_warmup, num_samples=num_samples, n_lanes=n_lanes,
-                               target_accept_prob=target_accept_prob)
-    return runner, np.asarray(flat), unravel, postprocess(*example)  # the sites' transforms do not depend on data
+    return model_nuts_runner(_offset_model, example, init_to_value(values=start), num_warmup=num_warmup,
+                             num_samples=num_samples, n_lanes=n_lanes, target_accept_prob=target_accept_prob)
 
 
 def _finite_rows(arrays: Sequence[np.ndarray], names: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
