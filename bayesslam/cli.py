@@ -500,12 +500,11 @@ def _add_calibrate(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_calibrate(args: argparse.Namespace) -> int:
     """``bayesslam calibrate MODEL (--spectra HELD_OUT --labels TABLE | --mock N) -o REPORT_DIR``."""
-    from bayesslam.pipeline import expand_paths
     from bayesslam.calibration_report import calibration_report
 
     report = calibration_report(
         None if args.model == "default" else Path(args.model), folder=args.output,
-        spectra=None if args.spectra is None else expand_paths(args.spectra), labels=args.labels,
+        spectra=args.spectra, labels=args.labels,
         id_column=args.id_column, mock=args.mock, snr=tuple(args.snr), sbc=args.sbc,
         sbc_simulator=args.sbc_simulator, sampler=args.sampler, seed=args.seed, write_model=args.write_model,
         overwrite=args.overwrite, progress=args.progress)
