@@ -38,8 +38,9 @@ from astropy.table import Table
 
 from bayesslam._precision import in_float64
 from bayesslam.calibration import spectrum_snr
-from bayesslam.catalog import TrainingDomain, build_catalog
-from bayesslam.emulator import SlamModel, default_model_path
+from bayesslam.catalog import FlagThresholds, TrainingDomain, build_catalog
+from bayesslam.catalog.misfit import misfit_amplitude
+from bayesslam.emulator import ModelFileError, SlamModel, default_model_path
 from bayesslam.emulator import load_model as _load_model_file
 from bayesslam.errors import BayesSlamError, SpectrumValidationError
 from bayesslam.grid import PRODUCTION_WINDOW, model_wavelength
@@ -52,7 +53,7 @@ from bayesslam.infer import (
     sample_emcee,
     sample_nuts,
 )
-from bayesslam.io import STANDARD_LABELS, label_table_names, read_label_table
+from bayesslam.io import STANDARD_LABELS, identify_format, label_table_names, read_label_table
 from bayesslam.population.groups import DEFAULT_SHARED, GroupError, GroupPosterior, assign_groups, read_groups
 from bayesslam.population.groups import sample_groups as _sample_groups
 from bayesslam.preparation import (
@@ -79,6 +80,8 @@ __all__ = [
     "expand_paths",
     "check_grid",
     "continuum_settings",
+    "model_misfit_tolerance",
+    "snr_readers",
     "prepare",
     "fit_labels",
     "fit",
@@ -348,22 +351,80 @@ def prepare(spectra: SpectraInput, model: ModelInput = None, *, progress: bool =
     return _unique_identifiers(prepared)
 
 
+#: Source of in-memory mock spectra (:mod:`bayesslam.mock`).
+_MOCK_SOURCE = "bayesslam.mock"
+
+
+def model_misfit_tolerance(model: SlamModel) -> float | None:
+    """The model's own ``MISFIT`` tolerance of ``POOR_FIT`` (metadata ``misfit_tolerance``), or None.
+
+    A model that knows how badly it fits its own training stars (e.g. the
+    99th percentile of their out-of-fold ``MISFIT``) stores it there; the
+    catalog then uses it instead of
+    :data:`~bayesslam.catalog.misfit.DEFAULT_MISFIT_TOLERANCE`.
+
+    Raises
+    ------
+    ModelFileError
+        If the value is not a positive finite number.
+    """
+    value = model.metadata.get("misfit_tolerance")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise ModelFileError(f"the model's misfit_tolerance must be a positive number (normalized flux), "
+                             f"not {value!r}.")
+    return float(value)
+
+
+def snr_readers(meta: Sequence[Any]) -> list[str]:
+    """Per spectrum, the reader that reported its SNR (a key of :data:`bayesslam.catalog.SNR_DEFINITIONS`).
+
+    The format of each source file (:func:`bayesslam.io.identify_format`,
+    once per file); ``mock`` for in-memory mock spectra, ``given`` for
+    records without a source, ``unknown`` when the source file is not at
+    hand or not recognised.
+    """
+    known: dict[str, str] = {}
+    out = []
+    for m in meta:
+        source = str(m.source)
+        if source not in known:
+            if source == _MOCK_SOURCE:
+                known[source] = "mock"
+            elif not source:
+                known[source] = "given"
+            elif not Path(source).is_file():
+                known[source] = "unknown"
+            else:
+                try:
+                    known[source] = identify_format(source).name
+                except (BayesSlamError, OSError):  # e.g. a file no reader recognises any more
+                    known[source] = "unknown"
+        out.append(known[source])
+    return out
+
+
 def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
-             posterior: Posterior | None = None) -> Table:
+             posterior: Posterior | None = None, thresholds: FlagThresholds | None = None) -> Table:
     batch = prepared.spectra
     snr = np.array([m.snr for m in batch.meta])
+    misfit = misfit_amplitude(batch.flux, batch.ivar, result.model_flux, np.asarray(model.emulator.model_variance),
+                              len(model.label_names))
     return build_catalog(batch.identifiers, snr, result, posterior, TrainingDomain(model.training_labels),
+                         thresholds=thresholds or FlagThresholds(),
                          calibration=model.error_calibration, snr_laws=model.snr_laws,
                          law_snr=spectrum_snr(batch.flux, batch.ivar), sources=[m.source for m in batch.meta],
                          label_units=model.label_units, v_rad=np.array([m.v_rad for m in batch.meta], dtype=float),
                          rest_frame=np.array([m.rest_frame for m in batch.meta], dtype=bool),
                          n_model_pixels=int(np.sum(np.isfinite(np.asarray(model.emulator_arrays["model_variance"])))),
-                         error_model=model.error_model is not None)
+                         error_model=model.error_model is not None, misfit=misfit,
+                         model_misfit_tolerance=model_misfit_tolerance(model), snr_readers=snr_readers(batch.meta))
 
 
 @in_float64
 def fit_labels(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelPrior | None = None,
-               progress: bool = False) -> FitResult:
+               progress: bool = False, thresholds: FlagThresholds | None = None) -> FitResult:
     """MAP labels with Laplace errors, calibrated and SNR-law errors and flags, for many stars.
 
     Parameters
@@ -376,6 +437,9 @@ def fit_labels(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelP
         Default: uniform over the model's training box.
     progress : bool
         Show progress bars.
+    thresholds : FlagThresholds, optional
+        Flag thresholds (default: :class:`~bayesslam.catalog.FlagThresholds`;
+        e.g. ``FlagThresholds(misfit=0.03)`` for a looser ``POOR_FIT``).
 
     Returns
     -------
@@ -385,11 +449,11 @@ def fit_labels(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelP
     prepared = prepare(spectra, model, progress=progress)
     batch = prepared.spectra
     result = fit_map(model.emulator, batch.flux, batch.ivar, prior=prior, progress=progress)
-    return FitResult(prepared, result, _catalog(model, prepared, result))
+    return FitResult(prepared, result, _catalog(model, prepared, result, thresholds=thresholds))
 
 
 def fit(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelPrior | None = None,
-        progress: bool = False) -> Table:
+        progress: bool = False, thresholds: FlagThresholds | None = None) -> Table:
     """MAP labels of many stars as a catalog table (the columns of ``bayesslam fit``).
 
     Parameters are those of :func:`fit_labels`; use it for the MAP results
@@ -408,7 +472,7 @@ def fit(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelPrior | 
     >>> table = bayesslam.fit(["spec-1079-52621-0509.fits"])  # doctest: +SKIP
     >>> table["TEFF_MAP", "TEFF_ERR", "FE_H_MAP", "FE_H_ERR"]  # doctest: +SKIP
     """
-    return fit_labels(spectra, model, prior=prior, progress=progress).catalog
+    return fit_labels(spectra, model, prior=prior, progress=progress, thresholds=thresholds).catalog
 
 
 @in_float64
@@ -424,6 +488,7 @@ def sample_labels(
     prior: LabelPrior | None = None,
     posterior_predictive: int = 0,
     progress: bool = False,
+    thresholds: FlagThresholds | None = None,
 ) -> SampleResult:
     """Full label posteriors (NUTS or emcee) of many stars, started from their MAP.
 
@@ -452,6 +517,9 @@ def sample_labels(
         (:mod:`bayesslam.infer.predictive`).
     progress : bool
         Show progress bars.
+    thresholds : FlagThresholds, optional
+        Flag thresholds (default: :class:`~bayesslam.catalog.FlagThresholds`;
+        e.g. ``FlagThresholds(misfit=0.03)`` for a looser ``POOR_FIT``).
 
     Returns
     -------
@@ -486,7 +554,7 @@ def sample_labels(
                                  n_steps=num_warmup + num_samples, n_burn=num_warmup, init_labels=result.labels,
                                  identifiers=batch.identifiers, log_likelihood=True,
                                  posterior_predictive=posterior_predictive, progress=progress)
-    return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior))
+    return SampleResult(prepared, result, posterior, _catalog(model, prepared, result, posterior, thresholds))
 
 
 @dataclass(frozen=True)
@@ -573,6 +641,7 @@ def sample_grouped(
     num_chains: int = 1,
     prior: LabelPrior | None = None,
     progress: bool = False,
+    thresholds: FlagThresholds | None = None,
 ) -> GroupSampleResult:
     """Joint posteriors of stars in groups that share labels (wide binaries, clusters), from their spectra.
 
@@ -589,7 +658,7 @@ def sample_grouped(
     scatter : bool
         Sample an intrinsic scatter of the shared labels per group (clusters)
         instead of sharing them exactly (binaries).
-    seed, num_warmup, num_samples, num_chains, prior, progress
+    seed, num_warmup, num_samples, num_chains, prior, progress, thresholds
         As for :func:`sample_labels` (NUTS).
 
     Returns
@@ -620,7 +689,7 @@ def sample_grouped(
                                shared=shared, scatter=scatter, prior=prior, num_warmup=num_warmup,
                                num_samples=num_samples, num_chains=num_chains, init_labels=result.labels,
                                init_sigma=result.sigma, progress=progress)
-    catalog = _catalog(model, prepared, result, posterior.stars)
+    catalog = _catalog(model, prepared, result, posterior.stars, thresholds)
     catalog["GROUP"] = [grouping.names[g] for g in grouping.group_of]
     catalog["GROUP"].description = "the star's group (its shared labels are the group's)"
     return GroupSampleResult(prepared, result, posterior, catalog, posterior.table())
@@ -645,7 +714,8 @@ def _sampleable(prepared: PreparedSpectra, result: MapResult) -> tuple[PreparedS
 
 def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, sampler: str = "nuts",
            num_warmup: int = 1000, num_samples: int = 1000, num_chains: int = 1, prior: LabelPrior | None = None,
-           posterior_predictive: int = 0, progress: bool = False) -> SampleResult:
+           posterior_predictive: int = 0, progress: bool = False,
+           thresholds: FlagThresholds | None = None) -> SampleResult:
     """Full label posteriors of many stars: :func:`sample_labels` (the same parameters and result).
 
     Examples
@@ -657,7 +727,7 @@ def sample(spectra: SpectraInput, model: ModelInput = None, *, seed: int = 0, sa
     """
     return sample_labels(spectra, model, seed=seed, sampler=sampler, num_warmup=num_warmup, num_samples=num_samples,
                          num_chains=num_chains, prior=prior, posterior_predictive=posterior_predictive,
-                         progress=progress)
+                         progress=progress, thresholds=thresholds)
 
 
 @in_float64

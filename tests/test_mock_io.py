@@ -8,7 +8,13 @@ from astropy.table import Table
 
 from bayesslam.errors import SpectrumValidationError, UnknownFormatError
 from bayesslam.io import read_spectrum
-from bayesslam.mock import generate_survey_files, make_survey, write_survey
+from bayesslam.mock import (
+    LabelRangeError,
+    generate_survey_files,
+    make_survey,
+    survey_mjd,
+    write_survey,
+)
 
 
 def test_sdss_spec_files_read_back(tmp_path) -> None:
@@ -66,3 +72,40 @@ def test_generate_survey_files_matches_make_survey(tmp_path) -> None:
         spectrum = read_spectrum(tmp_path / name)
         assert spectrum.meta.identifier == labels["identifier"][i]
         assert np.allclose(spectrum.flux, batch.flux[i], rtol=1e-6, atol=1e-6)
+
+
+def test_surveys_of_different_seeds_never_share_names(tmp_path) -> None:
+    """Surveys of two seeds share no file name or identifier; one seed always gives the same names."""
+    first = generate_survey_files(tmp_path / "one", 3, seed=1)
+    second = generate_survey_files(tmp_path / "two", 3, seed=2)
+    names = [sorted(p.name for p in (tmp_path / sub).glob("spec-*.fits")) for sub in ("one", "two")]
+    assert names[0] == ["spec-90000-60001-0001.fits", "spec-90000-60001-0002.fits", "spec-90000-60001-0003.fits"]
+    assert names[1][0] == "spec-90000-60002-0001.fits" and not set(names[0]) & set(names[1])
+    assert (first["mjd"], second["mjd"]) == (60001, 60002)
+    again = generate_survey_files(tmp_path / "again", 3, seed=1)
+    assert sorted(p.name for p in (tmp_path / "again").glob("spec-*.fits")) == names[0] and again["mjd"] == 60001
+    # the identifiers read back from the files differ too (the catalog's IDENTIFIER)
+    ids = {read_spectrum(p).meta.identifier for sub in ("one", "two") for p in (tmp_path / sub).glob("spec-*.fits")}
+    assert len(ids) == 6
+    # SDSS-V mwmStar files are named by sdss_id, which follows the survey's MJD
+    mwm = [generate_survey_files(tmp_path / f"mwm{seed}", 2, seed=seed, format="sdssv-mwm") for seed in (1, 2)]
+    mwm_names = [{p.name for p in (tmp_path / f"mwm{seed}").glob("mwmStar-*.fits")} for seed in (1, 2)]
+    assert len(mwm_names[0]) == len(mwm_names[1]) == 2 and not mwm_names[0] & mwm_names[1]
+    assert mwm[0]["mjd"] != mwm[1]["mjd"]
+
+
+def test_survey_names_in_memory() -> None:
+    """make_survey names a survey by the generator it starts from: its seed, or its state when already drawn from."""
+    _, a = make_survey(2, np.random.default_rng(3))
+    _, b = make_survey(2, np.random.default_rng(4))
+    assert list(a["identifier"]) == ["spec-90000-60003-0001", "spec-90000-60003-0002"]
+    assert not set(a["identifier"]) & set(b["identifier"])
+    assert survey_mjd(3) == survey_mjd(np.random.default_rng(3)) == 60003 and survey_mjd(40003) == 60003
+    rng = np.random.default_rng(3)
+    _, first = make_survey(2, rng)
+    _, then = make_survey(2, rng)  # two surveys from one generator, one after the other
+    assert list(first["identifier"]) == list(a["identifier"]) and not set(first["identifier"]) & set(then["identifier"])
+    _, given = make_survey(2, np.random.default_rng(3), mjd=61234)
+    assert given["identifier"][0] == "spec-90000-61234-0001" and given["sdss_id"][0] == 900_000_000 + 1234 * 10_000_000
+    with pytest.raises(LabelRangeError, match="MJD"):
+        make_survey(2, np.random.default_rng(3), mjd=59999)

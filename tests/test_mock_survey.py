@@ -43,7 +43,8 @@ def test_labels_table_and_metadata() -> None:
     assert [m.v_rad for m in batch.meta] == pytest.approx(list(labels["v_rad"]))
     assert [m.snr for m in batch.meta] == pytest.approx(list(labels["snr"]))
     assert all(not m.rest_frame for m in batch.meta)
-    assert labels["identifier"][0] == "spec-90000-60000-0001"
+    assert labels["identifier"][0] == "spec-90000-60001-0001"  # MJD 60000 + seed (1): the survey's name
+    assert set(labels["mjd"]) == {60001}
     assert np.all((labels["snr"] >= 3) & (labels["snr"] <= 50))
     assert batch.wave[0] > 5800 and batch.wave[-1] < 9200
     assert np.allclose(np.diff(np.log10(batch.wave)), 1e-4)

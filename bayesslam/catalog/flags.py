@@ -6,8 +6,10 @@ import enum
 from dataclasses import dataclass
 
 from bayesslam.calibration.snr_law import PAPER_SNR_RANGE
+from bayesslam.catalog.misfit import DEFAULT_MISFIT_TOLERANCE
 
-__all__ = ["Flag", "FLAG_MEANINGS", "FlagThresholds", "describe_flags", "flag_names", "sampling_thresholds"]
+__all__ = ["Flag", "FLAG_MEANINGS", "FlagThresholds", "describe_flags", "flag_names", "misfit_tolerance",
+           "sampling_thresholds"]
 
 
 class Flag(enum.IntFlag):
@@ -34,7 +36,9 @@ FLAG_MEANINGS: dict[Flag, str] = {
     Flag.LOW_ESS: "A label's bulk ESS is below the threshold (100 per NUTS chain, 400 for an emcee ensemble).",
     Flag.DIVERGENCES: "NUTS reported divergent transitions.",
     Flag.LOW_SNR: "SNR below the range over which the SNR-law errors were calibrated (2.3).",
-    Flag.POOR_FIT: "Reduced chi2 above the threshold (default 3): the model does not describe the spectrum.",
+    Flag.POOR_FIT: ("The model does not describe the spectrum (e.g. not an M dwarf, or garbage): chi2 significantly "
+                    "above its expectation (CHI2_P below 1e-3) and an rms misfit MISFIT above the tolerance (header "
+                    "MISFITOL; default 1.5% of the normalized flux). Without MISFIT: reduced chi2 above 3."),
     Flag.RV_UNKNOWN: "No radial velocity was known: the spectrum was fitted in its observed frame.",
     Flag.SNR_LAW_EXTRAPOLATED: "SNR outside the range the SNR laws were fitted over: L_SNR_ERR is extrapolated.",
 }
@@ -51,11 +55,25 @@ class FlagThresholds:
     ensemble (its ESS comes from the autocorrelation time of all walkers).
     On an exact forward model, the default run (one chain, 1000 + 1000)
     then flags no star (``tests/test_sample.py``).
+
+    ``POOR_FIT`` (:mod:`bayesslam.catalog.misfit`) needs both a significant
+    chi2 excess, ``CHI2_P < poor_fit_p``, and a misfit amplitude ``MISFIT``
+    above ``misfit`` (normalized-flux units). ``misfit`` defaults to None:
+    the model's own tolerance when its metadata carries one
+    (``misfit_tolerance``), else :data:`DEFAULT_MISFIT_TOLERANCE` (0.015,
+    1.5% rms: above the misfit of the real M dwarfs inside the default
+    model's domain, 0-0.9%, and of its mock stars, below 0.4% at SNR > 30;
+    below the real K2, G8, F4 and A9 dwarfs, 1.9-3.7%; docs/bad-inputs.md).
+    Give a number to override both. ``reduced_chi2`` is used only by
+    catalogs built without ``MISFIT`` (no spectra at hand): ``POOR_FIT``
+    is then a reduced chi2 above it.
     """
 
     r_hat: float | None = None
     ess: float | None = None
     low_snr: float = PAPER_SNR_RANGE[0]
+    misfit: float | None = None
+    poor_fit_p: float = 1e-3
     reduced_chi2: float = 3.0
     hull_fraction: float = 0.5
     density_percentile: float = 1.0
@@ -69,6 +87,15 @@ def sampling_thresholds(thresholds: FlagThresholds, n_chains: int, method: str) 
     else:
         ess = 400.0 if method == "emcee" else 100.0 * n_chains
     return float(r_hat), float(ess)
+
+
+def misfit_tolerance(thresholds: FlagThresholds, model_tolerance: float | None = None) -> tuple[float, str]:
+    """The ``MISFIT`` tolerance of ``POOR_FIT`` and where it came from (``user``, ``model`` or ``default``)."""
+    if thresholds.misfit is not None:
+        return float(thresholds.misfit), "user"
+    if model_tolerance is not None:
+        return float(model_tolerance), "model"
+    return DEFAULT_MISFIT_TOLERANCE, "default"
 
 
 def describe_flags() -> str:

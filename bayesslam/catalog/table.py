@@ -36,8 +36,11 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
 ``RHO_L1_L2``
     Laplace correlation coefficient of each label pair.
 
-Plus ``IDENTIFIER``, ``SOURCE`` (the input file), ``SNR``, ``CHI2``,
-``REDUCED_CHI2``, ``N_PIX``, ``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``
+Plus ``IDENTIFIER``, ``SOURCE`` (the input file), ``SNR`` (as the reader
+reports it: header ``SNRDEF`` says how, see below), ``SNR_PREP`` (one
+definition for every input), ``CHI2``, ``REDUCED_CHI2``, ``CHI2_P`` and
+``MISFIT`` (the poor-fit test, :mod:`bayesslam.catalog.misfit`), ``N_PIX``,
+``FIT_STATUS``, ``N_ITER``, ``N_DIVERGENT``
 (with a posterior), ``PPC_CHI2_P`` (with a posterior that has
 posterior-predictive checks: the posterior-predictive p-value of chi2,
 :mod:`bayesslam.infer.predictive`; it sets no flag), ``OUTSIDE_HULL_FRAC``,
@@ -48,6 +51,24 @@ unit (``TUNIT``; units FITS cannot express, such as dex, in the
 description). A star that
 could not be fitted (``FIT_STATUS`` ``NO_DATA`` or ``NOT_FINITE``) has NaN in
 every label and error column.
+
+``SNR`` is what each reader reports, and readers define it differently
+(:data:`SNR_DEFINITIONS`): SDSS ``spec`` files their ``SN_MEDIAN_ALL``,
+SDSS-V mwmStar files their ``snr``, LAMOST its i-band ``SNRI``. The header
+keyword ``SNRDEF`` gives the definition when all rows share one; when
+inputs of several readers are mixed, ``SNRDEF`` says so, the column
+``SNR_DEF`` names each row's reader and ``SNRDEF1``, ``SNRDEF2``, ...
+give the definitions. ``SNR_PREP`` is the same for every reader: the median
+of ``flux * sqrt(ivar)`` of the prepared (normalized) spectrum over its
+usable pixels on the model grid, the SNR the model's own SNR laws are
+evaluated at.
+
+``POOR_FIT`` is set when ``CHI2_P`` is below ``FlagThresholds.poor_fit_p``
+(1e-3) and ``MISFIT`` above the tolerance (header ``MISFITOL``;
+``MISFITSR`` says whether it is the ``default``, the ``model``'s own or the
+``user``'s); a catalog built without ``MISFIT`` falls back to a reduced
+chi2 above ``FlagThresholds.reduced_chi2`` (header ``POORFIT``: ``misfit``
+or ``reduced_chi2``).
 
 :func:`write_catalog` writes the table as the FITS extension ``CATALOG`` and
 the inputs that failed as the extension ``FAILED`` (``SOURCE``,
@@ -69,11 +90,25 @@ from astropy.table import Table
 from bayesslam._files import atomic_write
 from bayesslam.calibration import LEVELS, PAPER_SNR_RANGE, ModelCalibration, SnrLaw, snr_law_sigma
 from bayesslam.catalog.domain import TrainingDomain
-from bayesslam.catalog.flags import Flag, FlagThresholds, flag_names, sampling_thresholds
+from bayesslam.catalog.flags import Flag, FlagThresholds, flag_names, misfit_tolerance, sampling_thresholds
+from bayesslam.catalog.misfit import chi2_p_value
 from bayesslam.infer import FitStatus, MapResult, Posterior
 from bayesslam.preparation import Failure
 
-__all__ = ["build_catalog", "failed_table", "write_catalog"]
+__all__ = ["SNR_DEFINITIONS", "build_catalog", "failed_table", "write_catalog"]
+
+#: How each source of spectra defines the SNR it reports (the catalog's ``SNR``), by reader name
+#: (:func:`bayesslam.io.registered_readers`), plus ``mock`` (in-memory mock spectra), ``given``
+#: (spectrum records built by the caller) and ``unknown`` (the source file cannot be identified).
+SNR_DEFINITIONS: dict[str, str] = {
+    "sdss-spec": "SN_MEDIAN_ALL of the spec file's SPECOBJ/SPALL row: SDSS pipeline median S/N per pixel",
+    "sdssv-mwm": "snr of the mwmStar BOSS row: SDSS-V pipeline median S/N per pixel",
+    "lamost": "SNRI header card (LAMOST S/N in the i band, which the M-dwarf window overlaps), else SNRR",
+    "table": "the file's own snr value (FITS card SNR, npz scalar snr), NaN when absent",
+    "mock": "target median S/N per pixel drawn by bayesslam.mock",
+    "given": "SpectrumMeta.snr as set by the caller (NaN when not set)",
+    "unknown": "reported by a reader that cannot be identified now (the source file is not at hand)",
+}
 
 
 def build_catalog(
@@ -92,6 +127,9 @@ def build_catalog(
     rest_frame: np.ndarray | None = None,
     n_model_pixels: int | None = None,
     error_model: bool = False,
+    misfit: np.ndarray | None = None,
+    model_misfit_tolerance: float | None = None,
+    snr_readers: Sequence[str] | None = None,
 ) -> Table:
     """Assemble the catalog table.
 
@@ -114,7 +152,8 @@ def build_catalog(
     snr_laws : Mapping of str to SnrLaw, optional
         The model's own SNR laws (``SlamModel.snr_laws``); default: the paper's.
     law_snr : numpy.ndarray, optional
-        The SNR the model's laws are evaluated at (default ``snr``).
+        The SNR the model's laws are evaluated at (default ``snr``); when
+        given it is also the column ``SNR_PREP``.
     sources : sequence of str, optional
         The input each star came from (``SOURCE``; default empty).
     label_units : sequence of str, optional
@@ -129,6 +168,20 @@ def build_catalog(
     error_model : bool
         Whether the likelihood used the model's emulator error model
         (header ``ERRMODEL``: ``label+pixel``, else ``diagonal``).
+    misfit : numpy.ndarray, optional
+        Each star's misfit amplitude at the MAP
+        (:func:`bayesslam.catalog.misfit.misfit_amplitude`; column ``MISFIT``).
+        With it ``POOR_FIT`` is ``CHI2_P < thresholds.poor_fit_p`` and
+        ``MISFIT`` above the tolerance; without it, a reduced chi2 above
+        ``thresholds.reduced_chi2``.
+    model_misfit_tolerance : float, optional
+        The model's own ``MISFIT`` tolerance (used unless
+        ``thresholds.misfit`` is set; default
+        :data:`~bayesslam.catalog.misfit.DEFAULT_MISFIT_TOLERANCE`).
+    snr_readers : sequence of str, optional
+        Per star, the reader its ``SNR`` came from (a key of
+        :data:`SNR_DEFINITIONS` or another reader's name): header ``SNRDEF``
+        and, when several are mixed, the column ``SNR_DEF``.
 
     Columns that were not computed are not written: the posterior columns
     (``L_MEDIAN``, ``L_MEAN``, ``L_P16``, ``L_P84``, ``L_POST_ERR``,
@@ -145,6 +198,18 @@ def build_catalog(
     table["IDENTIFIER"] = np.asarray(identifiers, dtype=str)
     table["SOURCE"] = np.asarray(sources if sources is not None else [""] * n_star, dtype=str)
     table["SNR"] = snr
+    if law_snr is not None:
+        table["SNR_PREP"] = np.asarray(law_snr, dtype=float)
+    if snr_readers is not None:
+        readers = [str(r) for r in snr_readers]
+        kinds = list(dict.fromkeys(readers))
+        if len(kinds) == 1:
+            table.meta["SNRDEF"] = f"{kinds[0]}: {_snr_definition(kinds[0])}"
+        elif kinds:
+            table["SNR_DEF"] = np.asarray(readers, dtype=str)
+            table.meta["SNRDEF"] = "mixed: column SNR_DEF names each row's reader, SNRDEFn define them"
+            for number, kind in enumerate(kinds, start=1):
+                table.meta[f"SNRDEF{number}"] = f"{kind}: {_snr_definition(kind)}"
     if v_rad is not None:
         table["V_RAD"] = np.asarray(v_rad, dtype=float)
         table["V_RAD"].unit = "km / s"
@@ -192,6 +257,11 @@ def build_catalog(
                 f"Laplace correlation coefficient of {names[i]} and {names[j]} at the MAP")
     table["CHI2"] = fit.chi2
     table["REDUCED_CHI2"] = fit.reduced_chi2
+    chi2_p = chi2_p_value(fit.chi2, fit.n_good, len(names))
+    table["CHI2_P"] = chi2_p
+    if misfit is not None:
+        misfit = np.where(unfitted, np.nan, np.asarray(misfit, dtype=float))
+        table["MISFIT"] = misfit
     table["N_PIX"] = fit.n_good
     if n_model_pixels:
         table["MASKED_FRAC"] = 1.0 - np.asarray(fit.n_good, dtype=float) / float(n_model_pixels)
@@ -225,7 +295,18 @@ def build_catalog(
         table.meta["ESSMIN"] = ess_min
         flags |= np.where(n_div > 0, int(Flag.DIVERGENCES), 0)
     flags |= np.where(~(snr >= thresholds.low_snr), int(Flag.LOW_SNR), 0)
-    flags |= np.where(~(fit.reduced_chi2 <= thresholds.reduced_chi2) & ~unfitted, int(Flag.POOR_FIT), 0)
+    if misfit is not None:
+        tolerance, origin = misfit_tolerance(thresholds, model_misfit_tolerance)
+        poor = (chi2_p < thresholds.poor_fit_p) & (misfit > tolerance)
+        table.meta["POORFIT"] = "misfit"
+        table.meta["POORFITP"] = float(thresholds.poor_fit_p)
+        table.meta["MISFITOL"] = tolerance
+        table.meta["MISFITSR"] = origin
+    else:
+        poor = ~(fit.reduced_chi2 <= thresholds.reduced_chi2)
+        table.meta["POORFIT"] = "reduced_chi2"
+        table.meta["CHI2MAX"] = float(thresholds.reduced_chi2)
+    flags |= np.where(poor & ~unfitted, int(Flag.POOR_FIT), 0)
     if rest_frame is not None:
         flags |= np.where(~np.asarray(rest_frame, dtype=bool), int(Flag.RV_UNKNOWN), 0)
     law_range = _law_range(snr_laws)
@@ -269,9 +350,13 @@ _LABEL_COLUMNS: dict[str, str] = {
 _COLUMNS: dict[str, str] = {
     "IDENTIFIER": "star identifier (NAME#2, NAME#3 for repeated ones)",
     "SOURCE": "file the spectrum was read from",
-    "SNR": "signal-to-noise ratio given by the reader",
+    "SNR": "signal-to-noise ratio as its reader reports it (definition: header SNRDEF, column SNR_DEF)",
+    "SNR_DEF": "the reader whose SNR definition applies to this row (header SNRDEFn)",
+    "SNR_PREP": "median flux*sqrt(ivar) of the prepared spectrum on the model grid (same for every reader)",
     "CHI2": "chi-square at the MAP with the likelihood's variance",
     "REDUCED_CHI2": "CHI2 / (N_PIX - number of labels)",
+    "CHI2_P": "chi2 survival function of CHI2 with N_PIX - n_label dof: P(a chi2 this large | model right)",
+    "MISFIT": "rms misfit at the MAP beyond the likelihood's variance (normalized flux; POOR_FIT above MISFITOL)",
     "N_PIX": "pixels used in the fit",
     "MASKED_FRAC": "fraction of the model's pixels masked in this spectrum",
     "V_RAD": "radial velocity removed before fitting (NaN: unknown, flag RV_UNKNOWN)",
@@ -284,6 +369,11 @@ _COLUMNS: dict[str, str] = {
     "FLAGS": "flag bits (header FLAGBITn, column FLAG_NAMES)",
     "FLAG_NAMES": "names of the flag bits set, comma-separated",
 }
+
+
+def _snr_definition(reader: str) -> str:
+    """The SNR definition of a reader (:data:`SNR_DEFINITIONS`), or a line naming an unlisted one."""
+    return SNR_DEFINITIONS.get(reader, f"as the reader {reader!r} reports it")
 
 
 def _law_range(snr_laws: Mapping[str, SnrLaw] | None) -> tuple[float, float]:

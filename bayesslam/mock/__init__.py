@@ -40,6 +40,7 @@ from bayesslam.mock.survey import (
     noiseless_normalized,
     observe_labels,
     rest_frame_spectra,
+    survey_mjd,
     survey_wavelength,
     write_survey,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "load_template_model",
     "default_template_model",
     "survey_wavelength",
+    "survey_mjd",
     "iter_observed",
     "observe_labels",
     "make_survey",

@@ -17,10 +17,18 @@ SNRs, velocities and flux levels are drawn first for all stars; the spectra
 are then made chunk by chunk, so a survey is fixed by the seed and the chunk
 size (default 1000): the same seed gives the same survey in memory
 (:func:`make_survey`) and on disk (:func:`generate_survey_files`).
+
+Identifiers are SDSS-style ``spec-PLATE-MJD-FIBER`` whose MJD names the
+survey (:func:`survey_mjd`): ``60000 + seed mod 40000`` for a survey made
+from an integer seed (``bayesslam mock --seed 42`` writes
+``spec-90000-60042-0001.fits``, ...), so surveys of different seeds never
+share a file name or identifier (unless their seeds differ by a multiple of
+40000), and one seed always gives the same names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -64,9 +72,12 @@ __all__ = [
     "MOCK_MJD",
     "MOCK_PLATE0",
     "MOCK_SDSS_ID0",
+    "MOCK_MJD_SPAN",
+    "MOCK_SURVEY_STRIDE",
     "DEFAULT_CHUNK_SIZE",
     "default_template_model",
     "survey_wavelength",
+    "survey_mjd",
     "mock_identifiers",
     "iter_observed",
     "observe_labels",
@@ -81,11 +92,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: MJD written into mock files; plates start at MOCK_PLATE0 (1000 fibers each).
+#: First MJD of mock surveys: a survey's MJD is MOCK_MJD + (seed mod MOCK_MJD_SPAN) (:func:`survey_mjd`);
+#: plates start at MOCK_PLATE0 (1000 fibers each).
 MOCK_MJD: int = 60000
+MOCK_MJD_SPAN: int = 40000
 MOCK_PLATE0: int = 90000
-#: sdss_id of mock star 0 (SDSS-V mwmStar identifiers).
+#: sdss_id of mock star 0 of the survey with MJD MOCK_MJD (SDSS-V mwmStar identifiers); each further MJD
+#: adds MOCK_SURVEY_STRIDE, so the sdss_id of star k of a survey is
+#: MOCK_SDSS_ID0 + (MJD - MOCK_MJD) * MOCK_SURVEY_STRIDE + k.
 MOCK_SDSS_ID0: int = 900_000_000
+MOCK_SURVEY_STRIDE: int = 10_000_000
 DEFAULT_CHUNK_SIZE: int = 1000
 _FORMATS = ("sdss-spec", "sdssv-mwm")
 
@@ -112,20 +128,60 @@ def survey_wavelength(setup: ObservingSetup | None = None, model: TemplateModel 
     return _layout(model, setup.window)[0]
 
 
-def mock_identifiers(mock_id: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """SDSS-style identifiers ``spec-PLATE-MJD-FIBER`` and plate, fiber, sdss_id of mock stars."""
+def survey_mjd(seed: int | np.random.Generator) -> int:
+    """The MJD that names a mock survey: ``MOCK_MJD + seed mod MOCK_MJD_SPAN`` (60000-99999).
+
+    Parameters
+    ----------
+    seed : int or numpy.random.Generator
+        The survey's seed, or the generator it is drawn from, before any
+        draw. A generator fresh from ``numpy.random.default_rng(seed)`` with an
+        integer seed gives the same MJD as ``seed``; any other generator (one
+        already drawn from, or of another kind) an MJD from a hash of its
+        state, so two surveys drawn one after the other from one generator
+        get different names too.
+
+    Returns
+    -------
+    int
+    """
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return MOCK_MJD + int(seed) % MOCK_MJD_SPAN
+    if not isinstance(seed, np.random.Generator):
+        raise TypeError(f"survey_mjd needs an integer seed or a numpy Generator, not {type(seed).__name__}.")
+    state = seed.bit_generator.state
+    entropy = getattr(getattr(seed.bit_generator, "seed_seq", None), "entropy", None)
+    if isinstance(entropy, int) and entropy >= 0 and np.random.default_rng(entropy).bit_generator.state == state:
+        return MOCK_MJD + entropy % MOCK_MJD_SPAN
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=lambda v: np.asarray(v).tolist()).encode())
+    return MOCK_MJD + int.from_bytes(digest.digest()[:8], "big") % MOCK_MJD_SPAN
+
+
+def mock_identifiers(mock_id: np.ndarray, mjd: int = MOCK_MJD) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """SDSS-style identifiers ``spec-PLATE-MJD-FIBER`` and plate, fiber, sdss_id of mock stars of the survey ``mjd``.
+
+    Raises
+    ------
+    LabelRangeError
+        If ``mjd`` is outside ``MOCK_MJD`` to ``MOCK_MJD + MOCK_MJD_SPAN - 1``,
+        or a mock id reaches ``MOCK_SURVEY_STRIDE``.
+    """
     mock_id = np.asarray(mock_id, dtype=np.int64)
+    if not MOCK_MJD <= int(mjd) < MOCK_MJD + MOCK_MJD_SPAN:
+        raise LabelRangeError(f"a mock survey's MJD must be {MOCK_MJD}-{MOCK_MJD + MOCK_MJD_SPAN - 1}, not {mjd}.")
+    if mock_id.size and (mock_id.min() < 0 or mock_id.max() >= MOCK_SURVEY_STRIDE):
+        raise LabelRangeError(f"mock ids must be 0-{MOCK_SURVEY_STRIDE - 1} (at most {MOCK_SURVEY_STRIDE} stars).")
     plate = MOCK_PLATE0 + mock_id // 1000
     fiber = mock_id % 1000 + 1
-    names = [f"spec-{p:05d}-{MOCK_MJD:05d}-{f:04d}" for p, f in zip(plate, fiber)]
-    return names, plate, fiber, MOCK_SDSS_ID0 + mock_id
+    names = [f"spec-{p:05d}-{int(mjd):05d}-{f:04d}" for p, f in zip(plate, fiber)]
+    return names, plate, fiber, MOCK_SDSS_ID0 + (int(mjd) - MOCK_MJD) * MOCK_SURVEY_STRIDE + mock_id
 
 
 def _label_table(
-    labels: np.ndarray, group: np.ndarray, group_id: np.ndarray, first_id: int
+    labels: np.ndarray, group: np.ndarray, group_id: np.ndarray, first_id: int, mjd: int
 ) -> Table:
     mock_id = first_id + np.arange(len(labels))
-    names, plate, fiber, sdss_id = mock_identifiers(mock_id)
+    names, plate, fiber, sdss_id = mock_identifiers(mock_id, mjd)
     table = Table()
     table["identifier"] = names
     for name in LABEL_NAMES:
@@ -134,7 +190,7 @@ def _label_table(
     table["group_id"] = np.asarray(group_id, dtype=np.int64)
     table["mock_id"] = mock_id
     table["plate"] = plate
-    table["mjd"] = np.full(len(labels), MOCK_MJD)
+    table["mjd"] = np.full(len(labels), int(mjd))
     table["fiberid"] = fiber
     table["sdss_id"] = sdss_id
     for col, unit in (("teff", "K"), ("logg", "dex"), ("fe_h", "dex"), ("alpha_m", "dex")):
@@ -155,6 +211,7 @@ def iter_observed(
     v_rad: np.ndarray | None = None,
     first_id: int = 0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    mjd: int | None = None,
 ) -> Iterator[tuple[SpectrumBatch, Table]]:
     """Observe labelled stars chunk by chunk (bounded memory for large surveys).
 
@@ -181,6 +238,9 @@ def iter_observed(
         Mock id of the first star (sets identifiers, plates, fibers).
     chunk_size : int
         Stars per chunk.
+    mjd : int, optional
+        The MJD in the identifiers and files (:func:`survey_mjd`); default
+        ``survey_mjd(rng)`` before any draw.
 
     Yields
     ------
@@ -196,6 +256,7 @@ def iter_observed(
     """
     setup = setup or ObservingSetup()
     model = model or default_template_model()
+    mjd = survey_mjd(rng) if mjd is None else int(mjd)
     labels = np.asarray(labels)
     n = len(labels)
     model.check_labels(labels["teff"], labels["fe_h"])
@@ -206,7 +267,7 @@ def iter_observed(
     v_rad = draw_v_rad(n, rng, setup.v_rad_mean, setup.v_rad_sd) if v_rad is None else np.broadcast_to(
         np.asarray(v_rad, float), (n,))
     level = draw_flux_level(n, rng, setup.flux_level_range)
-    table = _label_table(labels, group, group_id, first_id)
+    table = _label_table(labels, group, group_id, first_id, mjd)
     table["snr"] = snr
     table["v_rad"] = v_rad
     table["v_rad"].unit = "km/s"
@@ -318,6 +379,7 @@ def make_survey(
     model: TemplateModel | None = None,
     rest_frame: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    mjd: int | None = None,
 ) -> tuple[SpectrumBatch, Table]:
     """Generate a mock survey in memory.
 
@@ -347,6 +409,10 @@ def make_survey(
         Rest-frame spectra (for SDSS-V mwmStar-like files).
     chunk_size : int
         Stars generated at once.
+    mjd : int, optional
+        The MJD that names the survey's stars (``spec-PLATE-MJD-FIBER``);
+        default :func:`survey_mjd` of ``rng`` before any draw: ``60000 + seed
+        mod 40000`` for ``rng = numpy.random.default_rng(seed)``.
 
     Returns
     -------
@@ -354,12 +420,13 @@ def make_survey(
         Raw spectra and true labels; ``2 * n_binaries + n_cluster`` stars are
         appended after the field stars.
     """
+    mjd = survey_mjd(rng) if mjd is None else int(mjd)
     labels, group, group_id = _population(
         n_stars, rng, n_binaries, n_cluster, cluster_fe_h, cluster_dispersion, domain, distribution
     )
     return observe_labels(
         labels, rng, group=group, group_id=group_id, setup=setup, model=model,
-        rest_frame=rest_frame, chunk_size=chunk_size,
+        rest_frame=rest_frame, chunk_size=chunk_size, mjd=mjd,
     )
 
 
@@ -535,7 +602,10 @@ def generate_survey_files(
         Field stars; ``2 n_binaries + n_cluster`` more are added.
     seed : int
         Seed of ``numpy.random.default_rng``; the same seed gives the same
-        survey as :func:`make_survey` with ``default_rng(seed)``.
+        survey as :func:`make_survey` with ``default_rng(seed)``. It names
+        the files too: their MJD is ``60000 + seed mod 40000``
+        (:func:`survey_mjd`), so surveys of different seeds can share a
+        folder or a catalog.
     n_binaries, n_cluster : int
         Wide-binary pairs and cluster members.
     format : {"sdss-spec", "sdssv-mwm"}
@@ -558,6 +628,7 @@ def generate_survey_files(
     began = time.perf_counter()
     setup = replace(setup or ObservingSetup(), snr_range=tuple(float(x) for x in snr_range))
     rng = np.random.default_rng(seed)
+    mjd = survey_mjd(seed)
     labels, group, group_id = _population(
         n_stars, rng, n_binaries, n_cluster, cluster_fe_h, cluster_dispersion, domain, distribution
     )
@@ -567,7 +638,7 @@ def generate_survey_files(
     tables = []
     for batch, table in iter_observed(
         labels, rng, group=group, group_id=group_id, setup=setup,
-        rest_frame=rest_frame, chunk_size=chunk_size,
+        rest_frame=rest_frame, chunk_size=chunk_size, mjd=mjd,
     ):
         files, identifiers = [], []
         for spectrum, row in zip(batch, table):
@@ -588,6 +659,7 @@ def generate_survey_files(
         "folder": str(folder),
         "format": format,
         "seed": int(seed),
+        "mjd": mjd,
         "n_spectra": len(all_labels),
         "n_field": int(n_stars),
         "n_binaries": int(n_binaries),
