@@ -557,7 +557,8 @@ def calibration_report(
     stars = (_mock(model, int(mock), seed, snr_range, progress) if mock is not None
              else _held_out(model, spectra, labels, id_column, progress))
     logger.info("%d stars (%s): MAP + Laplace labels", len(stars.identifiers), stars.description)
-    fit = fit_map(model.emulator, stars.flux, stars.ivar, progress=progress)
+    fit = fit_map(model.emulator, stars.flux, stars.ivar, progress=progress,
+                  laplace_correction=model.laplace_correction)
     snr_all = spectrum_snr(stars.flux, stars.ivar)
     status = np.asarray(fit.status, dtype=int)
     used = ((status == FitStatus.CONVERGED) & np.all(np.isfinite(fit.labels), axis=1)

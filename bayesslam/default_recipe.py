@@ -28,12 +28,12 @@ import jax
 import numpy as np
 
 from bayesslam._precision import in_float64
-from bayesslam.calibration import ONE_SIGMA, ErrorCalibration, coverage
+from bayesslam.calibration import ONE_SIGMA, ErrorCalibration, ModelCalibration, coverage
 from bayesslam.emulator import load_model, save_model
 from bayesslam.infer import FitStatus, fit_map, sample_nuts
 from bayesslam.mock import MockSet
 from bayesslam.mock import mock_set as _mock_set
-from bayesslam.train import with_label_cv
+from bayesslam.train import label_cv_calibration, learn_laplace_correction, with_label_cv
 
 __all__ = [
     "LABELS",
@@ -107,7 +107,7 @@ def posterior_set(model, mock: MockSet, n: int, cache: Path | None = CACHE, num_
         with np.load(path, allow_pickle=False) as data:
             return PosteriorSet(**{name: data[name] for name in fields})
     t0 = time.time()
-    fit = fit_map(model.emulator, mock.flux[:n], mock.ivar[:n])
+    fit = fit_map(model.emulator, mock.flux[:n], mock.ivar[:n], laplace_correction=model.laplace_correction)
     post = sample_nuts(model.emulator, mock.flux[:n], mock.ivar[:n], rng_key=jax.random.key(mock.seed),
                        num_warmup=num_warmup, num_samples=num_samples, init_labels=fit.labels, progress=False,
                        log_likelihood=False)
@@ -147,7 +147,7 @@ def coverage_table(errors: np.ndarray, sigma: np.ndarray, snr: np.ndarray, truth
 
 @in_float64
 def _map_check(model, mock: MockSet) -> dict:
-    fit = fit_map(model.emulator, mock.flux, mock.ivar)
+    fit = fit_map(model.emulator, mock.flux, mock.ivar, laplace_correction=model.laplace_correction)
     ok = fit.status == FitStatus.CONVERGED
     errors = fit.labels[ok] - mock.truth[ok]
     report = {"n_converged": int(ok.sum()),
@@ -186,7 +186,8 @@ def add_error_model(path: Path, n_jobs: int = 2) -> dict:
     save_model(model, path, overwrite=True)
     after = _map_check(model, check)
     calibration_set = mock_set(N_CALIBRATION, CALIBRATION_SEED)
-    fit = fit_map(model.emulator, calibration_set.flux, calibration_set.ivar)
+    fit = fit_map(model.emulator, calibration_set.flux, calibration_set.ivar,
+                  laplace_correction=model.laplace_correction)
     ok = fit.status == FitStatus.CONVERGED
     mock_calibration = ErrorCalibration.measure(
         model.label_names, np.where(ok[:, None], fit.labels, np.nan), calibration_set.truth, fit.sigma,
@@ -204,3 +205,35 @@ def add_error_model(path: Path, n_jobs: int = 2) -> dict:
                 model.label_names, mock_calibration.to_metadata()["floor"].values(), median_sigma)},
         },
     }
+
+
+def add_laplace_correction(path: Path) -> dict:
+    """Learn the model's Laplace correction, store it (with its calibration refitted on the widened out-of-fold sigmas).
+
+    What :func:`bayesslam.train.with_label_cv` does at the end of training,
+    for a model that already carries its error model and label-level CV
+    (:func:`bayesslam.train.learn_laplace_correction`; the stored
+    out-of-fold sigmas are widened by the correction and the model's own
+    Laplace calibration is measured again on them). Returns the correction's
+    record and the raw (and calibrated) MAP + Laplace coverage on
+    :data:`N_CALIBRATION` independent mock stars (:data:`CHECK_SEED`) before
+    and after.
+    """
+    model = load_model(path)
+    if model.label_cv is None:
+        raise RuntimeError(f"{path} has no label-level CV: run add_error_model first")
+    check = mock_set(N_CALIBRATION, CHECK_SEED)
+    before = _map_check(model, check)
+    correction = learn_laplace_correction(model)
+    if model.laplace_correction is not None:
+        raise RuntimeError(f"{path} carries a Laplace correction already; its out-of-fold sigmas are widened by it")
+    label_cv = dataclasses.replace(model.label_cv, sigma=model.label_cv.sigma * correction.factors(model.label_cv.sigma))
+    model = model.with_laplace_correction(correction).with_label_cv(label_cv)
+    previous = model.error_calibration
+    model = model.with_calibration(ModelCalibration(laplace=label_cv_calibration(model, label_cv),
+                                                    posterior=None if previous is None else previous.posterior))
+    save_model(model, path, overwrite=True)
+    after = _map_check(model, check)
+    return {"laplace_correction": correction.to_metadata(), "own_calibration": model.error_calibration.laplace.to_metadata(),
+            "check_set": f"MAP fits of bayesslam.mock.make_survey({N_CALIBRATION}, seed {CHECK_SEED}, SNR 3-50)",
+            "before": before, "after": after}

@@ -418,7 +418,8 @@ def _catalog(model: SlamModel, prepared: PreparedSpectra, result: MapResult,
                          label_units=model.label_units, v_rad=np.array([m.v_rad for m in batch.meta], dtype=float),
                          rest_frame=np.array([m.rest_frame for m in batch.meta], dtype=bool),
                          n_model_pixels=int(np.sum(np.isfinite(np.asarray(model.emulator_arrays["model_variance"])))),
-                         error_model=model.error_model is not None, misfit=misfit,
+                         error_model=model.error_model is not None,
+                         laplace_correction=model.laplace_correction is not None, misfit=misfit,
                          model_misfit_tolerance=model_misfit_tolerance(model), snr_readers=snr_readers(batch.meta))
 
 
@@ -448,7 +449,8 @@ def fit_labels(spectra: SpectraInput, model: ModelInput = None, *, prior: LabelP
     model = _model(model)
     prepared = prepare(spectra, model, progress=progress)
     batch = prepared.spectra
-    result = fit_map(model.emulator, batch.flux, batch.ivar, prior=prior, progress=progress)
+    result = fit_map(model.emulator, batch.flux, batch.ivar, prior=prior, progress=progress,
+                     laplace_correction=model.laplace_correction)
     return FitResult(prepared, result, _catalog(model, prepared, result, thresholds=thresholds))
 
 
@@ -541,7 +543,7 @@ def sample_labels(
     prepared = prepare(spectra, model, progress=progress)
     batch = prepared.spectra
     emulator = model.emulator
-    result = fit_map(emulator, batch.flux, batch.ivar, prior=prior)
+    result = fit_map(emulator, batch.flux, batch.ivar, prior=prior, laplace_correction=model.laplace_correction)
     prepared, result = _sampleable(prepared, result)  # every star left has a MAP fit to start from
     batch = prepared.spectra
     if sampler == "nuts":
@@ -680,7 +682,8 @@ def sample_grouped(
         raise GroupError(f"cannot share {unknown or 'no labels'}: the model's labels are {list(model.label_names)}.")
     prepared = prepare(spectra, model, progress=progress)
     emulator = model.emulator
-    result = fit_map(emulator, prepared.spectra.flux, prepared.spectra.ivar, prior=prior)
+    result = fit_map(emulator, prepared.spectra.flux, prepared.spectra.ivar, prior=prior,
+                     laplace_correction=model.laplace_correction)
     prepared, result = _sampleable(prepared, result)
     prepared, result, mapping = _grouped(prepared, result, mapping)
     batch = prepared.spectra

@@ -2,6 +2,7 @@
 
     python scripts/build_default_model.py [--grid fast] [--n-jobs 2] [--output models/bayesslam-default-v1.npz]
     python scripts/build_default_model.py --error-model-only   # redo only the error model and label-level CV
+    python scripts/build_default_model.py --laplace-correction-only   # learn only the Laplace correction
 
 Runs the recipe of :mod:`bayesslam.default_recipe`: train on the mock training
 set, save, learn the emulator error model and label-level CV from the
@@ -29,6 +30,7 @@ from bayesslam.default_recipe import (
     TEST_SEED,
     TRAIN_SEED,
     add_error_model,
+    add_laplace_correction,
 )
 from bayesslam.emulator import load_model, save_model
 from bayesslam.infer import fit_map
@@ -101,8 +103,17 @@ def main() -> None:
     parser.add_argument("--error-model-only", action="store_true",
                         help="only learn the error model and label-level CV of the existing --output model, "
                              "store them and redo the model card's test set")
+    parser.add_argument("--laplace-correction-only", action="store_true",
+                        help="only learn the Laplace correction of the existing --output model (which carries its "
+                             "error model and label-level CV), store it and redo the model card's test set")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.laplace_correction_only:
+        report = add_laplace_correction(args.output)
+        card = args.output.parent / "card"
+        (card / "laplace_correction.json").write_text(json.dumps(report, indent=1))
+        _card(args.output, None)
+        return
     if args.error_model_only:
         _error_model_and_card(args.output, args.n_jobs, None)
         return
@@ -138,9 +149,14 @@ def _error_model_and_card(path: Path, n_jobs: int, training: dict | None) -> Non
     report = add_error_model(path, n_jobs=n_jobs)
     (card / "error_model.json").write_text(json.dumps(report, indent=1))
     logger.info("error model: %s", json.dumps(report["error_model"]))
+    _card(path, training)
+
+
+def _card(path: Path, training: dict | None) -> None:
+    card = path.parent / "card"
     model = load_model(path)
     test, test_labels, test_snr = prepare_mock(N_TEST, TEST_SEED, (3.0, 50.0))
-    fit = fit_map(model.emulator, test.spectra.flux, test.spectra.ivar)
+    fit = fit_map(model.emulator, test.spectra.flux, test.spectra.ivar, laplace_correction=model.laplace_correction)
     stats = _plot_card(card, model, test_labels, fit, test_snr)
     previous = json.loads((card / "test_set.json").read_text()) if (card / "test_set.json").exists() else {}
     training = training or {key: previous[key] for key in ("train_seconds", "grid") if key in previous}

@@ -206,13 +206,13 @@ def test_default_model_describes_real_sdss_m_dwarfs_at_reduced_chi2_near_one(sds
 
     prepared = bayesslam.prepare(sdss_files)
     table = bayesslam.fit(prepared)
-    assert table.meta["ERRMODEL"] == "label+pixel"
+    assert table.meta["ERRMODEL"] == "label+pixel" and table.meta["LAPCORR"]
     chi2 = np.asarray(table["REDUCED_CHI2"])
     print("reduced chi2 of the real SDSS M dwarfs:", chi2.round(3))
     assert np.all((chi2 > 0.7) & (chi2 < 1.5))
     # negative control: the out-of-fold variance s_j^2, which holds the training spectra's noise
     diagonal = bayesslam.fit(prepared, model=load_model(default_model_path()).with_error_model(None))
-    assert diagonal.meta["ERRMODEL"] == "diagonal"
+    assert diagonal.meta["ERRMODEL"] == "diagonal" and not diagonal.meta["LAPCORR"]  # learnt under the error model
     assert np.all(np.asarray(diagonal["REDUCED_CHI2"]) < 0.6)
 
 

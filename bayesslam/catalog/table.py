@@ -30,7 +30,9 @@ Columns, for each label ``L`` of the model (e.g. ``TEFF``):
     Laplace calibration; absent without a calibration. The header keyword
     ``ERRCALIB`` says which calibration was used (``posterior``,
     ``laplace`` or ``none``), ``ERRMODEL`` which likelihood
-    (``label+pixel``: the model's emulator error model; ``diagonal``).
+    (``label+pixel``: the model's emulator error model; ``diagonal``),
+    ``LAPCORR`` whether ``L_MAP_ERR`` includes the model's Laplace
+    correction (``T``; :mod:`bayesslam.emulator.laplace_correction`).
 ``L_RHAT``, ``L_ESS``
     Posterior diagnostics (only when a posterior was sampled).
 ``RHO_L1_L2``
@@ -127,6 +129,7 @@ def build_catalog(
     rest_frame: np.ndarray | None = None,
     n_model_pixels: int | None = None,
     error_model: bool = False,
+    laplace_correction: bool = False,
     misfit: np.ndarray | None = None,
     model_misfit_tolerance: float | None = None,
     snr_readers: Sequence[str] | None = None,
@@ -168,6 +171,9 @@ def build_catalog(
     error_model : bool
         Whether the likelihood used the model's emulator error model
         (header ``ERRMODEL``: ``label+pixel``, else ``diagonal``).
+    laplace_correction : bool
+        Whether the Laplace covariances of ``fit`` were widened by the
+        model's Laplace correction (header ``LAPCORR``).
     misfit : numpy.ndarray, optional
         Each star's misfit amplitude at the MAP
         (:func:`bayesslam.catalog.misfit.misfit_amplitude`; column ``MISFIT``).
@@ -320,6 +326,7 @@ def build_catalog(
     table.meta["LABELS"] = ",".join(names)
     table.meta["ERRCALIB"] = _calibration_kind(posterior, calibration)
     table.meta["ERRMODEL"] = "label+pixel" if error_model else "diagonal"
+    table.meta["LAPCORR"] = bool(laplace_correction)
     table.meta["SNRLAWS"] = "paper" if snr_laws is None else "model"
     for flag in Flag:
         table.meta[f"FLAGBIT{int(flag).bit_length() - 1}"] = flag.name

@@ -2,13 +2,15 @@
 
 :mod:`~bayesslam.emulator.svr_bank` (the :class:`Emulator` pytree: labels ->
 normalized flux, exact and differentiable), :mod:`~bayesslam.emulator.error_model`
-(what the emulator gets wrong: :class:`EmulatorErrorModel`), :mod:`~bayesslam.emulator.modelfile`
+(what the emulator gets wrong: :class:`EmulatorErrorModel`),
+:mod:`~bayesslam.emulator.laplace_correction` (how much the Laplace intervals must widen: :class:`LaplaceCorrection`), :mod:`~bayesslam.emulator.modelfile`
 (:class:`SlamModel`, arrays + JSON metadata, never pickle) and
 :mod:`~bayesslam.emulator.default_model` (the model shipped with the package).
 """
 
 from bayesslam.emulator.default_model import DEFAULT_MODEL_NAME, default_model_path
 from bayesslam.emulator.error_model import EmulatorErrorModel, ErrorModelError, error_factor, marginal_precision
+from bayesslam.emulator.laplace_correction import LaplaceCorrection
 from bayesslam.emulator.modelfile import (
     MODEL_FORMAT,
     SCHEMA_VERSION,
@@ -47,6 +49,7 @@ __all__ = [
     "EmulatorError",
     "EmulatorErrorModel",
     "ErrorModelError",
+    "LaplaceCorrection",
     "error_factor",
     "marginal_precision",
     "LeastSquaresTerms",

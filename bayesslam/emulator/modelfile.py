@@ -65,6 +65,7 @@ from bayesslam._files import atomic_write
 from bayesslam._precision import in_float64
 from bayesslam.calibration import CalibrationError, ModelCalibration, SnrLaw
 from bayesslam.emulator.error_model import EmulatorErrorModel, ErrorModelError
+from bayesslam.emulator.laplace_correction import LaplaceCorrection
 from bayesslam.emulator.svr_bank import (
     EMULATOR_ARRAYS,
     Emulator,
@@ -297,6 +298,8 @@ class SlamModel:
             _read_calibration(self.metadata["calibration"], self.metadata["label_names"])
         if self.metadata.get("snr_laws") is not None:
             _read_snr_laws(self.metadata["snr_laws"], self.metadata["label_names"])
+        if self.metadata.get("laplace_correction") is not None:
+            _read_laplace_correction(self.metadata["laplace_correction"], self.metadata["label_names"])
 
     @in_float64
     def build_emulator(self, dtype: Any = np.float64) -> Emulator:
@@ -432,12 +435,43 @@ class SlamModel:
     def with_error_model(self, error_model: EmulatorErrorModel | None) -> "SlamModel":
         """A copy of this model whose likelihood uses ``error_model`` (None: the diagonal ``s_j^2``).
 
+        A Laplace correction the model carries was learnt under its former
+        likelihood and is dropped (learn a new one with
+        :func:`bayesslam.train.learn_laplace_correction`).
+
         Raises
         ------
         ModelFileError
             If its shapes do not match the model's pixels and labels.
         """
-        return dataclasses.replace(self, error_model=error_model)
+        metadata = {key: value for key, value in self.metadata.items() if key != "laplace_correction"}
+        return dataclasses.replace(self, error_model=error_model, metadata=metadata)
+
+    @property
+    def laplace_correction(self) -> LaplaceCorrection | None:
+        """The factors that make the model's Laplace intervals cover (metadata ``laplace_correction``), or None.
+
+        See :mod:`bayesslam.emulator.laplace_correction`; validated when the
+        model is constructed or loaded.
+        """
+        record = self.metadata.get("laplace_correction")
+        return None if record is None else _read_laplace_correction(record, self.label_names)
+
+    def with_laplace_correction(self, correction: LaplaceCorrection | None) -> "SlamModel":
+        """A copy of this model carrying ``correction`` (None: none); save it with :func:`save_model`.
+
+        Raises
+        ------
+        ModelFileError
+            If the correction's labels differ from the model's.
+        """
+        metadata = {key: value for key, value in self.metadata.items() if key != "laplace_correction"}
+        if correction is not None:
+            if tuple(correction.label_names) != self.label_names:
+                raise ModelFileError(f"Laplace correction labels {correction.label_names} differ from the model's "
+                                     f"{self.label_names}")
+            metadata["laplace_correction"] = correction.to_metadata()
+        return dataclasses.replace(self, metadata=metadata)
 
     @property
     def hyperparameters(self) -> dict[str, np.ndarray]:
@@ -459,6 +493,13 @@ def _read_snr_laws(record: Any, label_names: Any) -> dict[str, SnrLaw]:
         return {name: SnrLaw.from_metadata(value) for name, value in record.items()}
     except CalibrationError as exc:
         raise ModelFileError(f"the model's snr_laws are unusable: {exc}") from exc
+
+
+def _read_laplace_correction(record: Any, label_names: Any) -> LaplaceCorrection:
+    try:
+        return LaplaceCorrection.from_metadata(record, tuple(label_names))
+    except ErrorModelError as exc:
+        raise ModelFileError(f"the model's Laplace correction is unusable: {exc}") from exc
 
 
 def _read_calibration(record: Any, label_names: Any) -> ModelCalibration:

@@ -5,9 +5,10 @@
 plain function), :mod:`~bayesslam.infer.map` (batched MAP with Laplace errors),
 :mod:`~bayesslam.infer.sample` with :mod:`~bayesslam.infer.nuts` (lane-scheduled
 NUTS), :mod:`~bayesslam.infer.emcee_sampler` (emcee), and
-:mod:`~bayesslam.infer.results` (what they return), and
+:mod:`~bayesslam.infer.results` (what they return),
 :mod:`~bayesslam.infer.predictive` (posterior-predictive checks: per-star log
-likelihood, chi2 p-values, replicated spectra).
+likelihood, chi2 p-values, replicated spectra), and :mod:`~bayesslam.infer.simulate`
+(spectra from the likelihood's own generative model).
 """
 
 from bayesslam.infer.emcee_sampler import log_posterior_fn, sample_emcee
@@ -41,6 +42,7 @@ from bayesslam.infer.priors import (
 )
 from bayesslam.infer.results import FitStatus, MapResult, Posterior, SamplingError
 from bayesslam.infer.sample import map_start, sample_nuts
+from bayesslam.infer.simulate import simulate_spectra
 
 __all__ = [
     "FitStatus",
@@ -72,6 +74,7 @@ __all__ = [
     "sample_emcee",
     "map_start",
     "sample_nuts",
+    "simulate_spectra",
     "slam_model",
     "training_density_prior",
     "prior_record",

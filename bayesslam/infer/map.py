@@ -38,7 +38,11 @@ goodness-of-fit test scaled by its reduced chi2, :func:`misfit_scale`) and the c
 sigma_j)``. A uniform prior has no curvature; it enters the precision as a
 Gaussian of the same variance (``width**2 / 12``), which is negligible for
 labels the spectrum constrains and keeps the Laplace sigma of a label the
-spectrum does not constrain at its prior's (instead of infinite).
+spectrum does not constrain at its prior's (instead of infinite). Where the
+posterior is far from Gaussian (weakly constrained labels) that covariance is
+too narrow; given a model's :class:`~bayesslam.emulator.LaplaceCorrection`,
+:func:`fit_map` widens it by the factors the model's own generative model
+asks for.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from tqdm.auto import tqdm
 from bayesslam._precision import in_float64
 from bayesslam.emulator import (
     Emulator,
+    LaplaceCorrection,
     LeastSquaresTerms,
     flux_grouped,
     label_jacobian,
@@ -623,6 +628,7 @@ def fit_map(
     dtol: float = 1e-6,
     chunk_size: int = 64,
     progress: bool = False,
+    laplace_correction: LaplaceCorrection | None = None,
 ) -> MapResult:
     """MAP labels and Laplace uncertainties for many stars.
 
@@ -652,6 +658,11 @@ def fit_map(
         are padded to a power of four times 16, so there are few compilations.
     progress : bool
         Show a progress bar (stars done, per stage).
+    laplace_correction : LaplaceCorrection, optional
+        Widen each Laplace covariance by the model's own factors
+        (:mod:`bayesslam.emulator.laplace_correction`; a model file's is
+        ``SlamModel.laplace_correction``, which :mod:`bayesslam.pipeline`
+        passes). Default: the plain Laplace covariance.
 
     Returns
     -------
@@ -700,6 +711,8 @@ def fit_map(
                np.array([dtol, xtol, ftol, 1.0]))
         state["gauss_newton"][stale], state["z_jac"][stale] = again["gauss_newton"], again["z_jac"]
         _apply(solver.covariance, state, stale, flux, w, chunk)
+    if laplace_correction is not None:
+        state["covariance"] = laplace_correction.apply(state["covariance"])
     return _result(solver, model, state, start, n_good, skip)
 
 

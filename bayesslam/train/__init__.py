@@ -7,7 +7,8 @@ estimator; it runs either backend on chunks of pixels
 (:mod:`~bayesslam.train.batched_svr`, :mod:`~bayesslam.train.batched`), with
 resumable checkpoints (:mod:`~bayesslam.train.checkpoint`), label-level cross-validation
 (:mod:`~bayesslam.train.label_cv`), the emulator error model learnt from it
-(:mod:`~bayesslam.train.error_model`) and the grids and
+(:mod:`~bayesslam.train.error_model`), the Laplace correction learnt from the
+model's own generative model (:mod:`~bayesslam.train.laplace_correction`) and the grids and
 defaults of :mod:`~bayesslam.train.settings`. scikit-learn is imported only
 inside this package.
 """
@@ -23,6 +24,7 @@ from bayesslam.train.label_cv import (
     out_of_fold_labels,
     with_label_cv,
 )
+from bayesslam.train.laplace_correction import learn_laplace_correction
 from bayesslam.train.libsvm import rbf_kernel
 from bayesslam.train.settings import (
     BACKENDS,
@@ -55,6 +57,7 @@ __all__ = [
     "label_cv_calibration",
     "label_cv_snr_laws",
     "learn_error_model",
+    "learn_laplace_correction",
     "ErrorModelFitError",
     "deconvolved_pixel_variance",
     "fit_label_covariance",

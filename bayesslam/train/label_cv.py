@@ -45,7 +45,14 @@ from bayesslam.calibration import (
     fit_snr_law,
     spectrum_snr,
 )
-from bayesslam.emulator import Emulator, EmulatorErrorModel, OutOfFoldLabels, SlamModel, build_emulator, flux_grouped
+from bayesslam.emulator import (
+    Emulator,
+    EmulatorErrorModel,
+    OutOfFoldLabels,
+    SlamModel,
+    build_emulator,
+    flux_grouped,
+)
 from bayesslam.errors import BayesSlamError
 from bayesslam.infer import FitStatus, fit_map
 from bayesslam.infer.priors import default_prior
@@ -57,8 +64,13 @@ from bayesslam.train.error_model import (
     fit_label_covariance,
     laplace_covariance,
 )
+from bayesslam.train.laplace_correction import learn_laplace_correction
 from bayesslam.train.libsvm import libsvm_final_fits
-from bayesslam.train.settings import BATCHED_FINAL_TOL_FACTOR, BATCHED_MAX_ITER, TrainingDataError
+from bayesslam.train.settings import (
+    BATCHED_FINAL_TOL_FACTOR,
+    BATCHED_MAX_ITER,
+    TrainingDataError,
+)
 
 __all__ = [
     "fold_emulators",
@@ -332,7 +344,7 @@ def label_cv_snr_laws(model: SlamModel, label_cv: OutOfFoldLabels, stars_per_bin
 
 
 def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, error_model: bool = True, calibrate: bool = True,
-                  n_jobs: int = 1, progress: bool = False) -> SlamModel:
+                  laplace_correction: bool = True, n_jobs: int = 1, progress: bool = False) -> SlamModel:
     """A copy of ``model`` carrying its label-level CV, its error model, its SNR laws and its calibration.
 
     With ``error_model`` the emulator's error model is learnt from the fold
@@ -345,7 +357,10 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, error_model: bool =
     identity: a diagnostic); a posterior calibration it carries is kept
     unless a new error model changed the likelihood it was measured with. A
     training set too small to measure one (fewer than 40 converged stars)
-    keeps the record only, with a warning.
+    keeps the record only, with a warning. With ``laplace_correction`` the
+    model learns how much its Laplace intervals must widen to cover its own
+    simulated stars (:func:`~bayesslam.train.learn_laplace_correction`),
+    before the out-of-fold sigmas, widened by it, are calibrated.
 
     Parameters
     ----------
@@ -356,6 +371,8 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, error_model: bool =
         Learn and store the emulator's error model.
     calibrate : bool
         Store the measured Laplace calibration in the model.
+    laplace_correction : bool
+        Learn and store the model's Laplace correction.
     n_jobs : int
         Parallel workers for refitting the fold banks.
     progress : bool
@@ -376,6 +393,10 @@ def with_label_cv(model: SlamModel, flux: Any, ivar: Any, *, error_model: bool =
             logger.warning("no emulator error model (%s); the likelihood stays diagonal.", exc)
     if label_cv is None:
         label_cv = _out_of_fold_labels(model, flux, ivar, emulators)
+    if laplace_correction:
+        correction = learn_laplace_correction(model)
+        model = model.with_laplace_correction(correction)
+        label_cv = dataclasses.replace(label_cv, sigma=label_cv.sigma * correction.factors(label_cv.sigma))
     out = model.with_label_cv(label_cv).with_snr_laws(label_cv_snr_laws(model, label_cv))
     if not calibrate:
         return out

@@ -386,7 +386,8 @@ def run_sbc(
                            100 * low_ess, num_draws)
     else:
         settings = {}
-        fit = fit_map(forward, flux, ivar, prior=prior, progress=progress)
+        fit = fit_map(forward, flux, ivar, prior=prior, progress=progress,
+                      laplace_correction=None if slam_model is None else slam_model.laplace_correction)
         draws = _laplace_draws(fit.labels, fit.covariance, num_draws, rng)
         diagnostics = {"status": np.asarray(fit.status, dtype=float)}
     draws = thin_draws(draws, num_draws)

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bayesslam._precision import float64
-from bayesslam.infer import LabelPrior
+from bayesslam.infer import LabelPrior, simulate_spectra
 from bayesslam.mock import LABEL_NAMES, ObservingSetup, make_labels, observe_labels
 from bayesslam.preparation import ContinuumSettings, prepare_spectra
 from bayesslam.validation.errors import ValidationError
@@ -101,21 +100,8 @@ class EmulatorSimulator:
     def __call__(self, truth: np.ndarray, snr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         truth = np.atleast_2d(np.asarray(truth, dtype=float))
         snr = _snr_column(snr, truth.shape[0])
-        labels = truth
-        covariance = getattr(self.model, "label_error_covariance", None)
-        if self.model_error and covariance is not None and np.any(np.diag(np.asarray(covariance)) > 0):
-            values, vectors = np.linalg.eigh(np.asarray(covariance, dtype=float))
-            root = vectors * np.sqrt(np.clip(values, 0.0, None))
-            labels = truth + rng.standard_normal(truth.shape) @ root.T
-        with float64():
-            clean = np.asarray(jax.vmap(self.model)(jnp.asarray(labels)), dtype=float)
-        s2 = np.asarray(self.model.model_variance, dtype=float)
-        trained = np.isfinite(s2)
-        pixel_sd = np.sqrt(np.where(trained & self.model_error, s2, 0.0))
-        noise = self.noise_scale / snr[:, None]
-        flux = clean + rng.standard_normal(clean.shape) * np.sqrt(pixel_sd**2 + noise**2)
-        ivar = np.where(trained, snr[:, None] ** 2, 0.0) * np.ones_like(clean)
-        return np.where(trained, flux, clean), ivar
+        return simulate_spectra(self.model, truth, snr, rng, noise_scale=self.noise_scale,
+                                model_error=self.model_error)
 
     def describe(self) -> str:
         """One line for records."""
