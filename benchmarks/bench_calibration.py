@@ -121,7 +121,7 @@ def main() -> None:
     mock = build.mock_set(args.n, args.seed, (3.0, 50.0), progress=False)
     truth, snr = mock.truth, mock.snr
     t = time.perf_counter()
-    fit = fit_map(model.emulator, mock.flux, mock.ivar)
+    fit = fit_map(model.emulator, mock.flux, mock.ivar, laplace_correction=model.laplace_correction)
     map_seconds = time.perf_counter() - t
     converged = fit.status == FitStatus.CONVERGED
     print(f"model {path}: {len(truth)} mock stars (seed {args.seed}, SNR 3-50), MAP {map_seconds:.1f} s, "

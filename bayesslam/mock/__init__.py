@@ -6,7 +6,8 @@ labels from the real APOGEE M-dwarf label distribution of Birky et al. (2020)
 and published relations (:mod:`bayesslam.mock.population`,
 :mod:`bayesslam.mock.relations`); observational effects from
 :mod:`bayesslam.mock.observe`; survey products and files from
-:mod:`bayesslam.mock.survey`. See docs/mock.md.
+:mod:`bayesslam.mock.survey`; spectra the emulator does not describe, by
+construction, from :mod:`bayesslam.mock.perturbed`. See docs/mock.md.
 
 Typical use::
 
@@ -44,9 +45,14 @@ from bayesslam.mock.survey import (
     survey_wavelength,
     write_survey,
 )
+from bayesslam.mock.perturbed import KINDS as PERTURBATION_KINDS
+from bayesslam.mock.perturbed import PerturbedTemplates, perturbed_mock_set
 from bayesslam.mock.template_model import TemplateModel, load_template_model
 
 __all__ = [
+    "PERTURBATION_KINDS",
+    "PerturbedTemplates",
+    "perturbed_mock_set",
     "LabelRangeError",
     "TemplateModelError",
     "ObservingSetup",
