@@ -19,11 +19,17 @@ the final catalog (all chunks' rows in input order, every failure in
 ``FAILED``) is then identical to that of an uninterrupted run: each chunk is
 the same stars with the same seed whichever run computes it. Identifiers that
 repeat across chunks are renamed ``NAME#2``, ... as within one call.
+
+With ``scheduler`` the chunks run as Dask tasks (``dask.distributed``: a
+``LocalCluster`` of worker processes, or any running scheduler, e.g. one
+started on a SLURM or PBS cluster by ``dask-jobqueue``); the chunk function
+(:func:`run_chunk`) is the same, so is the catalog.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -45,7 +51,7 @@ from bayesslam.emulator import SlamModel
 from bayesslam.errors import BayesSlamError
 from bayesslam.preparation import Failure, NothingPreparedError
 
-__all__ = ["ChunkedRunError", "ChunkedRun", "fit_in_chunks", "sample_in_chunks", "MANIFEST_FORMAT"]
+__all__ = ["ChunkedRunError", "ChunkedRun", "fit_in_chunks", "sample_in_chunks", "run_chunk", "MANIFEST_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +172,68 @@ def _rename_repeats(table: Table) -> Table:
     return table
 
 
+@functools.lru_cache(maxsize=4)
+def _model_from_file(path: str | None) -> SlamModel:
+    """A model file (None: the default model), loaded once per process (each Dask worker loads its own)."""
+    return pipeline.load_model(path)
+
+
 def _slam_model(model: pipeline.ModelInput) -> SlamModel:
-    return model if isinstance(model, SlamModel) else pipeline.load_model(model)
+    if isinstance(model, SlamModel):
+        return model
+    return _model_from_file(None if model is None else str(Path(model).resolve()))
+
+
+def run_chunk(kind: str, files: Sequence[str], index: int, parts: str, model: pipeline.ModelInput,
+              options: dict) -> int:
+    """Run one chunk and write its files into ``parts``; the number of stars in its catalog.
+
+    The one chunk function of :func:`fit_in_chunks` and :func:`sample_in_chunks`,
+    in this process or as a Dask task (it takes only plain values and a model
+    or model path, and loads the model once per process). A chunk whose every
+    input failed is written as ``chunk-NNNNN.failed.json``.
+    """
+    parts_path, slam = Path(parts), _slam_model(model)
+    try:
+        if kind == "fit":
+            result = pipeline.fit_labels(list(files), slam)
+        else:
+            result = pipeline.sample_labels(list(files), slam, seed=_chunk_seed(options["seed"], index),
+                                            sampler=options["sampler"], num_warmup=options["num_warmup"],
+                                            num_samples=options["num_samples"], num_chains=options["num_chains"])
+            result.to_netcdf(parts_path / f"chunk-{index:05d}.nc")
+    except NothingPreparedError as exc:  # every input of the chunk failed
+        atomic_write(parts_path / f"chunk-{index:05d}.failed.json", _failures_json(exc.failures))
+        return 0
+    write_catalog(result.catalog, parts_path / f"chunk-{index:05d}.fits", failures=result.failures, overwrite=True)
+    return len(result.catalog)
+
+
+def _client(scheduler: Any, workers: int) -> tuple[Any, Callable[[], None]]:
+    """A ``dask.distributed`` client for ``scheduler`` and how to close what was opened here."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ChunkedRunError("the Dask scheduler needs dask.distributed: pip install 'bayesslam[dask]'.") from exc
+    if isinstance(scheduler, Client):
+        return scheduler, lambda: None
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1)
+        client = Client(cluster)
+
+        def close() -> None:
+            client.close()
+            cluster.close()
+
+        return client, close
+    client = Client(str(scheduler))
+    return client, client.close
 
 
 def _run(kind: str, spectra: pipeline.SpectraInput, output: str | os.PathLike, model: pipeline.ModelInput,
-         chunk_size: int, resume: bool, overwrite: bool, progress: bool, options: dict,
-         run_chunk: Callable[[list[Path], int, Path], int]) -> ChunkedRun:
-    """Run ``run_chunk(files, index, parts) -> n_stars`` on every unfinished chunk, then merge the chunks."""
+         chunk_size: int, resume: bool, overwrite: bool, progress: bool, options: dict, scheduler: Any,
+         workers: int) -> ChunkedRun:
+    """Run every unfinished chunk (here, or as Dask tasks on ``scheduler``), then merge the chunks."""
     output = Path(output)
     if int(chunk_size) < 1:
         raise ChunkedRunError(f"chunk_size must be a positive number of files, not {chunk_size!r}.")
@@ -185,20 +245,40 @@ def _run(kind: str, spectra: pipeline.SpectraInput, output: str | os.PathLike, m
     found = _open_parts(parts, _manifest(kind, files, chunk_size, model, options), resume, overwrite)
     if found:
         logger.info("resuming %s: %d of %d chunks finished", parts, found, n_chunks)
-    start, n_done_stars = time.perf_counter(), 0
+    chunks = {index: [str(f) for f in files[index * chunk_size:(index + 1) * chunk_size]] for index in range(n_chunks)}
+    todo = [index for index in range(n_chunks) if not _done(parts, index)]
+    if isinstance(model, (str, os.PathLike)):
+        model = str(Path(model).resolve())
+    start, n_stars = time.perf_counter(), 0
     with tqdm(total=len(files), disable=not progress, desc=kind, unit="file") as bar:
-        for index in range(n_chunks):
-            chunk = files[index * chunk_size:(index + 1) * chunk_size]
-            if not _done(parts, index):
-                try:
-                    n_done_stars += run_chunk(chunk, index, parts)
-                except NothingPreparedError as exc:  # every input of the chunk failed
-                    failures = list(exc.failures)
-                    atomic_write(parts / f"chunk-{index:05d}.failed.json", _failures_json(failures))
-                rate = n_done_stars / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(f"{rate:.1f} stars/s")
-                logger.info("%s: chunk %d of %d done (%d files)", kind, index + 1, n_chunks, len(chunk))
-            bar.update(len(chunk))
+        bar.update(sum(len(chunks[i]) for i in range(n_chunks) if i not in todo))
+
+        def finished(index: int, stars: int) -> None:
+            nonlocal n_stars
+            n_stars += stars
+            bar.set_postfix_str(f"{n_stars / max(time.perf_counter() - start, 1e-9):.1f} stars/s")
+            bar.update(len(chunks[index]))
+            logger.info("%s: chunk %d of %d done (%d files)", kind, index + 1, n_chunks, len(chunks[index]))
+
+        if scheduler is None:
+            for index in todo:
+                finished(index, run_chunk(kind, chunks[index], index, str(parts), model, options))
+        elif todo:
+            from dask.distributed import as_completed
+
+            client, close = _client(scheduler, workers)
+            try:
+                futures = {client.submit(run_chunk, kind, chunks[i], i, str(parts), model, options, pure=False): i
+                           for i in todo}
+                for future in as_completed(futures):
+                    finished(futures[future], future.result())
+            finally:
+                close()
+    return _merge(kind, files, parts, n_chunks, output, found)
+
+
+def _merge(kind: str, files: Sequence[Path], parts: Path, n_chunks: int, output: Path, found: int) -> ChunkedRun:
+    """All chunks' rows in input order, every failure, into ``output``."""
     tables, failures = [], []
     for index in range(n_chunks):
         table, failed = _read_chunk(parts, index)
@@ -217,9 +297,9 @@ def _run(kind: str, spectra: pipeline.SpectraInput, output: str | os.PathLike, m
 
 
 def fit_in_chunks(spectra: pipeline.SpectraInput, output: str | os.PathLike, model: pipeline.ModelInput = None, *,
-                  chunk_size: int = 1000, resume: bool = False, overwrite: bool = False,
-                  progress: bool = False) -> ChunkedRun:
-    """MAP labels of a whole survey, ``chunk_size`` files at a time, into one catalog (``bayesslam fit --chunk-size``).
+                  chunk_size: int = 1000, resume: bool = False, overwrite: bool = False, progress: bool = False,
+                  scheduler: Any = None, workers: int = 2) -> ChunkedRun:
+    """MAP labels of a whole survey, ``chunk_size`` files at a time, into one catalog.
 
     Parameters
     ----------
@@ -237,6 +317,15 @@ def fit_in_chunks(spectra: pipeline.SpectraInput, output: str | os.PathLike, mod
         Replace an existing output and work folder.
     progress : bool
         A progress bar over the files, with stars per second.
+    scheduler : None, "local", an address or a ``dask.distributed.Client``
+        None: the chunks run one after the other in this process. ``"local"``:
+        as Dask tasks on a ``LocalCluster`` of ``workers`` processes; an
+        address (``tcp://host:8786``): on that running Dask scheduler (e.g.
+        one started by ``dask-jobqueue`` on SLURM or PBS); or a client you
+        made. The same chunk function (:func:`run_chunk`) runs either way,
+        and so gives the same catalog. Needs ``pip install 'bayesslam[dask]'``.
+    workers : int
+        Worker processes of a ``"local"`` cluster.
 
     Returns
     -------
@@ -246,22 +335,15 @@ def fit_in_chunks(spectra: pipeline.SpectraInput, output: str | os.PathLike, mod
     ------
     ChunkedRunError
         If the output or work folder is in the way, the work folder belongs
-        to another run, or every input failed.
+        to another run, every input failed, or Dask is missing.
     """
-    slam = _slam_model(model)
-
-    def run_chunk(files: list[Path], index: int, parts: Path) -> int:
-        result = pipeline.fit_labels(files, slam)
-        write_catalog(result.catalog, parts / f"chunk-{index:05d}.fits", failures=result.failures, overwrite=True)
-        return len(result.catalog)
-
-    return _run("fit", spectra, output, model, chunk_size, resume, overwrite, progress, {}, run_chunk)
+    return _run("fit", spectra, output, model, chunk_size, resume, overwrite, progress, {}, scheduler, workers)
 
 
 def sample_in_chunks(spectra: pipeline.SpectraInput, output: str | os.PathLike, model: pipeline.ModelInput = None, *,
                      chunk_size: int = 1000, resume: bool = False, overwrite: bool = False, progress: bool = False,
-                     seed: int = 0, sampler: str = "nuts", num_warmup: int = 1000, num_samples: int = 1000,
-                     num_chains: int = 1) -> ChunkedRun:
+                     scheduler: Any = None, workers: int = 2, seed: int = 0, sampler: str = "nuts",
+                     num_warmup: int = 1000, num_samples: int = 1000, num_chains: int = 1) -> ChunkedRun:
     """Posteriors of a whole survey, ``chunk_size`` files at a time: one catalog, one posterior file per chunk.
 
     Parameters are those of :func:`fit_in_chunks` and, for the sampler, of
@@ -274,15 +356,6 @@ def sample_in_chunks(spectra: pipeline.SpectraInput, output: str | os.PathLike, 
     ChunkedRun
         With ``posteriors``, the chunks' NetCDF files.
     """
-    slam = _slam_model(model)
-
-    def run_chunk(files: list[Path], index: int, parts: Path) -> int:
-        result = pipeline.sample_labels(files, slam, seed=_chunk_seed(seed, index), sampler=sampler,
-                                        num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains)
-        result.to_netcdf(parts / f"chunk-{index:05d}.nc")
-        write_catalog(result.catalog, parts / f"chunk-{index:05d}.fits", failures=result.failures, overwrite=True)
-        return len(result.catalog)
-
     options = {"seed": int(seed), "sampler": sampler, "num_warmup": int(num_warmup), "num_samples": int(num_samples),
                "num_chains": int(num_chains)}
-    return _run("sample", spectra, output, model, chunk_size, resume, overwrite, progress, options, run_chunk)
+    return _run("sample", spectra, output, model, chunk_size, resume, overwrite, progress, options, scheduler, workers)

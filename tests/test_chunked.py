@@ -97,3 +97,11 @@ def test_sample_resumes_a_lost_chunk_to_the_same_catalog(survey, tmp_path):
     run = sample_in_chunks(files, tmp_path / "cut.fits", resume=True, **options)
     assert run.n_resumed == 1
     _assert_same_catalog(tmp_path / "cut.fits", full.catalog)
+
+
+def test_fit_on_a_dask_local_cluster_gives_the_single_process_catalog(survey, tmp_path):
+    """The same chunk function as Dask tasks on a LocalCluster (a worker process): the same catalog."""
+    single = fit_in_chunks(survey, tmp_path / "single.fits", chunk_size=4)
+    run = fit_in_chunks(survey, tmp_path / "dask.fits", chunk_size=4, scheduler="local", workers=1)
+    assert run.n_chunks == 3 and run.n_failed == 1
+    _assert_same_catalog(run.catalog, single.catalog)
