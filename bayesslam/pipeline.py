@@ -53,7 +53,7 @@ from bayesslam.infer import (
     sample_emcee,
     sample_nuts,
 )
-from bayesslam.io import STANDARD_LABELS, identify_format, label_table_names, read_label_table
+from bayesslam.io import READER_KEY, STANDARD_LABELS, identify_format, label_table_names, read_label_table
 from bayesslam.population.groups import DEFAULT_SHARED, GroupError, GroupPosterior, assign_groups, read_groups
 from bayesslam.population.groups import sample_groups as _sample_groups
 from bayesslam.preparation import (
@@ -380,15 +380,19 @@ def model_misfit_tolerance(model: SlamModel) -> float | None:
 def snr_readers(meta: Sequence[Any]) -> list[str]:
     """Per spectrum, the reader that reported its SNR (a key of :data:`bayesslam.catalog.SNR_DEFINITIONS`).
 
-    The format of each source file (:func:`bayesslam.io.identify_format`,
-    once per file); ``mock`` for in-memory mock spectra, ``given`` for
-    records without a source, ``unknown`` when the source file is not at
-    hand or not recognised.
+    The reader that read it (``meta.extra["reader"]``, recorded by
+    :func:`bayesslam.io.read_spectrum`), else the format of its source file
+    (:func:`bayesslam.io.identify_format`, once per file); ``mock`` for
+    in-memory mock spectra, ``given`` for records without a source,
+    ``unknown`` when the source file is not at hand or not recognised.
     """
     known: dict[str, str] = {}
     out = []
     for m in meta:
         source = str(m.source)
+        if READER_KEY in m.extra:
+            out.append(str(m.extra[READER_KEY]))
+            continue
         if source not in known:
             if source == _MOCK_SOURCE:
                 known[source] = "mock"

@@ -26,6 +26,7 @@ from bayesslam.io.labels import (
 )
 from bayesslam.io.lamost import identify_lamost, read_lamost
 from bayesslam.io.registry import (
+    READER_KEY,
     Reader,
     identify_format,
     read_spectrum,
@@ -46,6 +47,7 @@ __all__ = [
     "read_label_table",
     "register_reader",
     "registered_readers",
+    "READER_KEY",
     "identify_format",
     "read_spectrum",
     "write_spectrum",

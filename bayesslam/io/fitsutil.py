@@ -14,7 +14,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from bayesslam.errors import BayesSlamError, CorruptFileError
 
-__all__ = ["FITS_MAGIC", "is_fits", "open_fits", "column", "has_columns"]
+__all__ = ["FITS_MAGIC", "is_fits", "open_fits", "column", "column_names", "has_columns"]
 
 FITS_MAGIC = b"SIMPLE  ="
 
@@ -51,17 +51,23 @@ def open_fits(path: Path) -> Iterator[fits.HDUList]:
         ) from exc
 
 
+def column_names(hdu: fits.hdu.base.ExtensionHDU) -> list[str]:
+    """A table HDU's column names from its header (``TTYPEn``), without parsing its columns (that is slow)."""
+    header = hdu.header
+    return [str(header.get(f"TTYPE{i}", "")).strip() for i in range(1, int(header.get("TFIELDS", 0)) + 1)]
+
+
 def has_columns(hdu: fits.hdu.base.ExtensionHDU, *names: str) -> bool:
     """Whether a table HDU has all ``names`` as columns (case-insensitive)."""
     if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
         return False
-    present = {n.lower() for n in hdu.columns.names}
+    present = {n.lower() for n in column_names(hdu)}
     return all(n.lower() in present for n in names)
 
 
 def column(hdu: fits.BinTableHDU, name: str, row: int | None = None) -> np.ndarray:
     """Return a column (case-insensitive) as a float or int numpy array copy."""
-    lookup = {n.lower(): n for n in hdu.columns.names}
+    lookup = {n.lower(): n for n in column_names(hdu)}
     data = hdu.data[lookup[name.lower()]]
     if row is not None:
         data = data[row]

@@ -7,6 +7,7 @@ added with :func:`register_reader`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any, Callable
 from bayesslam.errors import BayesSlamError, CorruptFileError, UnknownFormatError
 from bayesslam.spectra import Spectrum
 
-__all__ = ["Reader", "register_reader", "registered_readers", "identify_format", "read_spectrum"]
+__all__ = ["READER_KEY", "Reader", "register_reader", "registered_readers", "identify_format", "read_spectrum"]
+
+#: The key of ``SpectrumMeta.extra`` where :func:`read_spectrum` records the name of the reader that read a file.
+READER_KEY = "reader"
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +119,8 @@ def read_spectrum(path: str | Path, format: str | None = None, **options: Any) -
     -------
     Spectrum
         Vacuum wavelengths in Angstrom, flux, ivar and mask as stored in the
-        file (observed frame unless the format says otherwise).
+        file (observed frame unless the format says otherwise); the reader's
+        name is in ``meta.extra["reader"]`` (:data:`READER_KEY`).
 
     Raises
     ------
@@ -133,4 +138,8 @@ def read_spectrum(path: str | Path, format: str | None = None, **options: Any) -
             )
         reader = matches[0]
     logger.debug("reading %s as %s", path, reader.name)
-    return reader.read(path, **options)
+    spectrum = reader.read(path, **options)
+    if READER_KEY in spectrum.meta.extra:
+        return spectrum
+    meta = dataclasses.replace(spectrum.meta, extra={**spectrum.meta.extra, READER_KEY: reader.name})
+    return dataclasses.replace(spectrum, meta=meta)
