@@ -1,11 +1,31 @@
-"""Safe FITS access shared by the FITS readers: damaged files become :class:`CorruptFileError`."""
+"""Safe FITS access shared by the FITS readers: damaged files become :class:`CorruptFileError`.
+
+Two ways in, with one result:
+
+* :func:`open_fits` -- astropy (any FITS file astropy reads);
+* :func:`read_fits` -- :mod:`bayesslam.io.fastfits`, a small pure-numpy reader
+  of uncompressed (or gzipped) FITS files whose tables use fixed-width binary
+  columns, an order of
+  magnitude faster than astropy because it builds no ``Column`` objects,
+  tried first, with astropy as the fallback for everything it does not
+  promise to read *exactly* as astropy does: scaled (other than unsigned
+  integers), ``TDIM`` or ``TNULL`` columns it is asked for, bit and heap
+  columns, headers with repeated or unusual cards, and damaged, truncated
+  or otherwise unusual files -- astropy then raises today's errors.
+
+The helpers :func:`column`, :func:`column_names`, :func:`has_columns`,
+:func:`first_row`, :func:`n_rows` and :func:`all_columns` accept an HDU of
+either kind, so a reader's code is the same on both paths.
+"""
 
 from __future__ import annotations
 
+import logging
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 from astropy.io import fits
@@ -13,10 +33,26 @@ from astropy.io.fits.verify import VerifyWarning
 from astropy.utils.exceptions import AstropyUserWarning
 
 from bayesslam.errors import BayesSlamError, CorruptFileError
+from bayesslam.io.fastfits import _MODE, FITS_MAGIC, FastHDU, _Decline, _open_fast, _reader_mode  # noqa: F401
 
-__all__ = ["FITS_MAGIC", "is_fits", "open_fits", "column", "column_names", "has_columns"]
+__all__ = [
+    "FITS_MAGIC",
+    "is_fits",
+    "open_fits",
+    "read_fits",
+    "FastHDU",
+    "column",
+    "column_names",
+    "has_columns",
+    "first_row",
+    "n_rows",
+    "all_columns",
+]
 
-FITS_MAGIC = b"SIMPLE  ="
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def is_fits(path: Path) -> bool:
@@ -51,24 +87,99 @@ def open_fits(path: Path) -> Iterator[fits.HDUList]:
         ) from exc
 
 
-def column_names(hdu: fits.hdu.base.ExtensionHDU) -> list[str]:
+def read_fits(path: str | Path, read: Callable[[Sequence[Any]], T]) -> T:
+    """``read(hdus)`` on the file's HDUs: the fast reader's, else (it declined) astropy's in :func:`open_fits`.
+
+    ``read`` must give the same result on both (use the helpers of this
+    module) and copy what it returns; any exception it raises on the fast
+    path sends the file to astropy, whose errors (``CorruptFileError`` for
+    damaged files) are the ones raised.
+    """
+    path = Path(path)
+    mode = _MODE.get()
+    if mode != "astropy":
+        try:
+            with _open_fast(path) as hdus:
+                return read(hdus)
+        except Exception as exc:
+            if mode == "fast":
+                raise
+            logger.debug("%s: read by astropy (%s: %s)", path, type(exc).__name__, exc)
+    with open_fits(path) as hdul:
+        return read(hdul)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers that take an HDU of either reader
+
+
+def column_names(hdu: Any) -> list[str]:
     """A table HDU's column names from its header (``TTYPEn``), without parsing its columns (that is slow)."""
+    if isinstance(hdu, FastHDU):
+        return hdu.column_names()
     header = hdu.header
     return [str(header.get(f"TTYPE{i}", "")).strip() for i in range(1, int(header.get("TFIELDS", 0)) + 1)]
 
 
-def has_columns(hdu: fits.hdu.base.ExtensionHDU, *names: str) -> bool:
+def has_columns(hdu: Any, *names: str) -> bool:
     """Whether a table HDU has all ``names`` as columns (case-insensitive)."""
-    if not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
+    if isinstance(hdu, FastHDU):
+        if not hdu.is_table:
+            return False
+    elif not isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)):
         return False
     present = {n.lower() for n in column_names(hdu)}
     return all(n.lower() in present for n in names)
 
 
-def column(hdu: fits.BinTableHDU, name: str, row: int | None = None) -> np.ndarray:
+def column(hdu: Any, name: str, row: int | None = None) -> np.ndarray:
     """Return a column (case-insensitive) as a float or int numpy array copy."""
     lookup = {n.lower(): n for n in column_names(hdu)}
+    if isinstance(hdu, FastHDU):
+        return np.array(hdu.field(lookup[name.lower()], row))
     data = hdu.data[lookup[name.lower()]]
     if row is not None:
         data = data[row]
     return np.array(data)
+
+
+class _FastRow:
+    """``hdu.data[row]`` of a fast-read table: ``row[name]`` as astropy's ``FITS_record`` gives it."""
+
+    def __init__(self, hdu: FastHDU, row: int):
+        self._hdu, self._row = hdu, row
+
+    def __getitem__(self, name: str) -> Any:
+        return self._hdu.field(name, self._row)
+
+
+def first_row(hdu: Any) -> tuple[Any, list[str]]:
+    """``(row, names)``: a binary table's first row (``row[name]``) and its column names; ``(None, [])`` if none."""
+    if isinstance(hdu, FastHDU):
+        if not hdu.is_bintable:
+            if hdu.is_table:
+                raise _Decline("ASCII table")
+            return None, []
+        if hdu.n_rows < 1:
+            raise _Decline("table without rows")  # astropy raises IndexError
+        return _FastRow(hdu, 0), list(hdu.layout().names)
+    if isinstance(hdu, fits.BinTableHDU) and hdu.data is not None:
+        return hdu.data[0], hdu.columns.names
+    return None, []
+
+
+def n_rows(hdu: Any) -> int | None:
+    """Rows of a table HDU's data; None where astropy's ``hdu.data`` is None."""
+    if isinstance(hdu, FastHDU):
+        if not hdu.is_bintable:
+            raise _Decline("not a binary table")
+        hdu.layout()
+        return hdu.n_rows
+    return None if hdu.data is None else len(hdu.data)
+
+
+def all_columns(hdu: Any) -> dict[str, np.ndarray]:
+    """Every column of a table, by lower-case name (a later name wins), as astropy's arrays."""
+    if isinstance(hdu, FastHDU):
+        return {name.lower(): hdu.field(name) for name in hdu.layout().names}
+    return {n.lower(): np.array(hdu.data[n]) for n in hdu.columns.names}

@@ -18,7 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from bayesslam.errors import CorruptFileError
-from bayesslam.io.fitsutil import column, has_columns, is_fits, open_fits
+from bayesslam.io.fitsutil import column, first_row, has_columns, is_fits, read_fits
 from bayesslam.spectra import Spectrum, SpectrumMeta
 from bayesslam.wavelength import SPEED_OF_LIGHT_KMS
 
@@ -79,12 +79,10 @@ def identify_sdss_spec(path: Path) -> bool:
     """Whether ``path`` is an SDSS/BOSS spec file (HDU1 table with loglam, flux, ivar)."""
     if not is_fits(path):
         return False
-    with open_fits(path) as hdul:
-        return len(hdul) > 1 and has_columns(hdul[1], "loglam", "flux", "ivar")
+    return read_fits(path, lambda hdul: len(hdul) > 1 and has_columns(hdul[1], "loglam", "flux", "ivar"))
 
 
-def _row_value(row: fits.FITS_rec | None, names: list[str], key: str, default: Any = None) -> Any:
-    lookup = {n.lower(): n for n in names}
+def _row_value(row: Any, lookup: dict[str, str], key: str, default: Any = None) -> Any:
     if row is None or key.lower() not in lookup:
         return default
     value = row[lookup[key.lower()]]
@@ -95,17 +93,16 @@ def _row_value(row: fits.FITS_rec | None, names: list[str], key: str, default: A
     return np.array(value).tolist()
 
 
-def _metadata(path: Path, hdul: fits.HDUList) -> SpectrumMeta:
-    row, names = None, []
-    if len(hdul) > 2 and isinstance(hdul[2], fits.BinTableHDU) and hdul[2].data is not None:
-        row, names = hdul[2].data[0], hdul[2].columns.names
+def _metadata(path: Path, hdul: Any) -> SpectrumMeta:
+    row, names = first_row(hdul[2]) if len(hdul) > 2 else (None, [])
+    lookup = {n.lower(): n for n in names}
     extra: dict[str, Any] = {}
     for key in ("PLATE", "MJD", "FIBERID", "FIELD", "CATALOGID", "SDSS_ID", "SPECOBJID",
                 "CLASS", "SUBCLASS", "Z", "Z_ERR", "XCSAO_RV", "PLUG_RA", "PLUG_DEC", "RA", "DEC"):
-        value = _row_value(row, names, key)
+        value = _row_value(row, lookup, key)
         if value is not None:
             extra[key.lower()] = value.strip() if isinstance(value, str) else value
-    snr = _row_value(row, names, "SN_MEDIAN_ALL", float("nan"))
+    snr = _row_value(row, lookup, "SN_MEDIAN_ALL", float("nan"))
     v_rad = float("nan")
     rv = extra.get("xcsao_rv")
     if rv is not None and np.isfinite(rv) and abs(rv) < 1e4:
@@ -140,7 +137,12 @@ def read_sdss_spec(path: str | Path, bad_bits: Iterable[str] = DEFAULT_BAD_BITS)
         v_rad = ``XCSAO_RV`` (SDSS-V) or ``c * Z``.
     """
     path = Path(path)
-    with open_fits(path) as hdul:
+    try:
+        bad_bits = tuple(bad_bits)  # an iterator must serve both readers
+    except TypeError:
+        pass  # fails in bits_to_mask, as before
+
+    def read(hdul: Any) -> tuple[np.ndarray, ...]:
         if len(hdul) < 2 or not has_columns(hdul[1], "loglam", "flux", "ivar"):
             raise CorruptFileError(f"{path}: HDU1 lacks the loglam, flux and ivar columns of a spec file.")
         table = hdul[1]
@@ -150,7 +152,9 @@ def read_sdss_spec(path: str | Path, bad_bits: Iterable[str] = DEFAULT_BAD_BITS)
         mask = np.zeros(flux.shape, dtype=bool)
         if has_columns(table, "and_mask"):
             mask = bits_to_mask(column(table, "and_mask"), bad_bits)
-        meta = _metadata(path, hdul)
+        return loglam, flux, ivar, mask, _metadata(path, hdul)
+
+    loglam, flux, ivar, mask, meta = read_fits(path, read)
     return Spectrum(10.0**loglam, flux, ivar, mask, meta)
 
 

@@ -21,7 +21,7 @@ from astropy.io import fits
 
 from bayesslam.errors import CorruptFileError
 from bayesslam.grid import BOSS_DLOGLAM, BOSS_LOGLAM0, BOSS_NPIX
-from bayesslam.io.fitsutil import column, has_columns, is_fits, open_fits
+from bayesslam.io.fitsutil import column, has_columns, is_fits, n_rows, read_fits
 from bayesslam.io.sdss import DEFAULT_BAD_BITS, bits_to_mask
 from bayesslam.spectra import Spectrum, SpectrumMeta
 
@@ -30,7 +30,7 @@ __all__ = ["identify_sdssv_mwm", "read_sdssv_mwm", "write_sdssv_mwm"]
 _BOSS_HDU_NAMES = ("BOSS/APO", "BOSS/LCO")
 
 
-def _boss_hdus(hdul: fits.HDUList) -> list[fits.BinTableHDU]:
+def _boss_hdus(hdul: Any) -> list[Any]:
     return [
         hdu for hdu in hdul[1:]
         if has_columns(hdu, "flux", "ivar", "pixel_flags")
@@ -42,11 +42,10 @@ def identify_sdssv_mwm(path: Path) -> bool:
     """Whether ``path`` is an SDSS-V mwmStar/mwmVisit file with a BOSS table HDU."""
     if not is_fits(path):
         return False
-    with open_fits(path) as hdul:
-        return bool(_boss_hdus(hdul))
+    return read_fits(path, lambda hdul: bool(_boss_hdus(hdul)))
 
 
-def _loglam(hdu: fits.BinTableHDU, row: int, n_pix: int) -> np.ndarray:
+def _loglam(hdu: Any, row: int, n_pix: int) -> np.ndarray:
     if has_columns(hdu, "wavelength"):
         return np.log10(column(hdu, "wavelength", row).astype(float))
     header = hdu.header
@@ -60,7 +59,7 @@ def _loglam(hdu: fits.BinTableHDU, row: int, n_pix: int) -> np.ndarray:
     return crval + cdelt * np.arange(n_pix)
 
 
-def _scalar(hdu: fits.BinTableHDU, row: int, name: str) -> Any:
+def _scalar(hdu: Any, row: int, name: str) -> Any:
     if not has_columns(hdu, name):
         return None
     value = column(hdu, name, row)
@@ -95,11 +94,12 @@ def read_sdssv_mwm(
         the file name), SNR from ``snr``, v_rad from ``xcsao_v_rad``.
     """
     path = Path(path)
-    with open_fits(path) as hdul:
+
+    def read(hdul: Any) -> tuple[Any, ...]:
         candidates = _boss_hdus(hdul)
         if hdu is not None:
             candidates = [h for h in candidates if h.name.upper() == hdu.upper()]
-        candidates = [h for h in candidates if h.data is not None and len(h.data) > row]
+        candidates = [h for h in candidates if (rows := n_rows(h)) is not None and rows > row]
         if not candidates:
             raise CorruptFileError(
                 f"{path}: no BOSS spectrum (row {row}"
@@ -123,6 +123,9 @@ def read_sdssv_mwm(
             "hdu": table.name,
             "row": row,
         }
+        return flux, ivar, flags, loglam, sdss_id, catalogid, snr, v_rad, extra
+
+    flux, ivar, flags, loglam, sdss_id, catalogid, snr, v_rad, extra = read_fits(path, read)
     identifier = str(sdss_id) if sdss_id not in (None, "", 0) else (
         str(catalogid) if catalogid not in (None, "", 0) else path.name.removesuffix(".fits")
     )

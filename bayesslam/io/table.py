@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from bayesslam.errors import CorruptFileError, SpectrumValidationError
-from bayesslam.io.fitsutil import has_columns, is_fits, open_fits
+from bayesslam.io.fitsutil import FastHDU, all_columns, has_columns, is_fits, read_fits
 from bayesslam.spectra import Spectrum, SpectrumMeta
 from bayesslam.wavelength import air_to_vacuum
 
@@ -40,8 +40,7 @@ def identify_table(path: Path) -> bool:
     """Whether ``path`` is a FITS/npz/CSV table with wavelength (or loglam) and flux columns."""
     suffix = path.suffix.lower()
     if is_fits(path):
-        with open_fits(path) as hdul:
-            return _first_table(hdul) is not None
+        return read_fits(path, lambda hdul: _first_table(hdul) is not None)
     if suffix == ".npz" or zipfile.is_zipfile(path):
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -55,23 +54,32 @@ def identify_table(path: Path) -> bool:
     return False
 
 
+_META_KEYS = ("IDENT", "OBJECT", "SNR", "V_RAD", "AIRORVAC")
+
+
+def _load_fits(path: Path, hdul: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    hdu = _first_table(hdul)
+    if hdu is None:
+        raise CorruptFileError(f"{path}: no table with wavelength and flux columns.")
+    cols = all_columns(hdu)
+    if isinstance(hdu, FastHDU):  # the table's card, else the primary's (as the merged astropy headers below)
+        header = {k: h[k] for k in _META_KEYS for h in (hdul[0].header, hdu.header) if k in h}
+    else:
+        header = {**hdul[0].header, **hdu.header}
+    meta = {k.lower(): header[k] for k in _META_KEYS if k in header}
+    if "ident" in meta:
+        meta["identifier"] = meta.pop("ident")
+    elif "object" in meta:
+        meta["identifier"] = meta.pop("object")
+    if "airorvac" in meta:
+        meta["medium"] = str(meta.pop("airorvac")).strip().lower()
+    return cols, meta
+
+
 def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Return (columns, metadata) from a FITS, npz or CSV table."""
     if is_fits(path):
-        with open_fits(path) as hdul:
-            hdu = _first_table(hdul)
-            if hdu is None:
-                raise CorruptFileError(f"{path}: no table with wavelength and flux columns.")
-            cols = {n.lower(): np.array(hdu.data[n]) for n in hdu.columns.names}
-            header = {**hdul[0].header, **hdu.header}
-            meta = {k.lower(): header[k] for k in ("IDENT", "OBJECT", "SNR", "V_RAD", "AIRORVAC") if k in header}
-            if "ident" in meta:
-                meta["identifier"] = meta.pop("ident")
-            elif "object" in meta:
-                meta["identifier"] = meta.pop("object")
-            if "airorvac" in meta:
-                meta["medium"] = str(meta.pop("airorvac")).strip().lower()
-            return cols, meta
+        return read_fits(path, lambda hdul: _load_fits(path, hdul))
     if path.suffix.lower() == ".npz" or zipfile.is_zipfile(path):
         try:
             with np.load(path, allow_pickle=False) as data:
